@@ -1,0 +1,403 @@
+"""One HTTP client for every Marketo call: bearer auth, client-side limits, retries and typed errors.
+
+It stands on dlt's helpers: requests go through dlt's `requests` Session, and the access token
+comes from dlt's `OAuth2ClientCredentials`. The retry loop is ours because Marketo reports most
+errors inside HTTP 200 answers and needs a new token and a replay on 601/602, which dlt's
+send-level retry (it resends the same prepared request, old token included) cannot do.
+"""
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter, deque
+from contextlib import contextmanager
+from typing import Any, Deque, Dict, Iterator, Mapping, Optional
+from urllib.parse import urlencode, urlsplit
+
+import pendulum
+import requests
+from dlt.common.configuration import configspec
+from dlt.sources.helpers.requests import Session
+from dlt.sources.helpers.rest_client.auth import OAuth2ClientCredentials
+from requests.adapters import HTTPAdapter
+
+from marketo_source import settings
+from marketo_source.errors import (
+    MarketoAccessDenied,
+    MarketoAuthError,
+    MarketoConfigurationError,
+    MarketoNotFound,
+    MarketoQuotaExceeded,
+    MarketoRequestError,
+    MarketoTransientError,
+)
+
+logger = logging.getLogger("marketo_source")
+
+_TRANSIENT_NETWORK_ERRORS = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+)
+_CODED_ERRORS = {
+    "603": MarketoAccessDenied,
+    "607": MarketoQuotaExceeded,
+    "610": MarketoNotFound,
+}
+
+
+def normalize_base_url(base_url: str) -> str:
+    """Returns the instance root for any of the URLs Marketo's admin shows.
+
+    Accepts `https://123-ABC-456.mktorest.com`, the REST endpoint `.../rest` and the identity
+    endpoint `.../identity`, with or without a trailing slash.
+    """
+    if not base_url or not isinstance(base_url, str):
+        raise MarketoConfigurationError(
+            "base_url is not set. Set sources.marketo.base_url to your instance's REST endpoint, "
+            "e.g. https://123-ABC-456.mktorest.com (Admin > Integration > Web Services)."
+        )
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise MarketoConfigurationError(
+            f"base_url {base_url!r} is not an http(s) URL. Set sources.marketo.base_url to your "
+            "instance's REST endpoint, e.g. https://123-ABC-456.mktorest.com."
+        )
+    path = parts.path.rstrip("/")
+    for suffix in (settings.REST_PREFIX, "/identity"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+@configspec
+class MarketoAuth(OAuth2ClientCredentials):
+    """dlt's client-credentials flow, made thread safe, renewed before expiry and on 601/602."""
+
+    refresh_margin_s: int = settings.TOKEN_REFRESH_MARGIN_S
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._lock = threading.Lock()
+        self._refresh_at = pendulum.now()
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.current_token()}"
+        return request
+
+    def current_token(self) -> str:
+        """Returns a token with some life left, asking for a new one when needed."""
+        with self._lock:
+            if self.access_token is None or pendulum.now() >= self._refresh_at:
+                self.obtain_token()
+            return str(self.access_token)
+
+    def invalidate(self, token: str) -> None:
+        """Drops `token` after Marketo refused it, unless another thread already replaced it."""
+        with self._lock:
+            if self.access_token == token:
+                self.access_token = None
+
+    def obtain_token(self) -> None:
+        try:
+            super().obtain_token()
+        except requests.HTTPError as error:
+            status = error.response.status_code if error.response is not None else None
+            if status == 401:
+                raise MarketoAuthError(
+                    "Marketo refused the client id and secret (HTTP 401). Check "
+                    "sources.marketo.client_id and client_secret (Admin > Integration > "
+                    "LaunchPoint > View Details)."
+                ) from None
+            raise MarketoConfigurationError(
+                f"The identity service at {self.access_token_url} answered HTTP {status}. "
+                "Check sources.marketo.base_url: it should be your instance's REST endpoint, "
+                "e.g. https://123-ABC-456.mktorest.com."
+            ) from None
+        except (ValueError, requests.ConnectionError) as error:
+            raise MarketoConfigurationError(
+                f"{self.access_token_url} did not answer as Marketo's identity service does "
+                f"({type(error).__name__}). Check sources.marketo.base_url."
+            ) from None
+        if not self.access_token or self.access_token == "None":
+            raise MarketoConfigurationError(
+                f"{self.access_token_url} answered without an access token. "
+                "Check sources.marketo.base_url."
+            )
+        self._refresh_at = self._refresh_time()
+
+    def _refresh_time(self) -> pendulum.DateTime:
+        # Marketo hands out the same token until it expires, so a token with less life than
+        # the margin is used to its end rather than asked for again and again.
+        life_s = (self.token_expiry - pendulum.now()).total_seconds()
+        if life_s > self.refresh_margin_s:
+            return self.token_expiry.subtract(seconds=self.refresh_margin_s)
+        return self.token_expiry
+
+
+class CallLimiter:
+    """Keeps calls within a sliding window and caps the calls in flight.
+
+    Every attempt passes through `slot()`, retries included, because Marketo counts each one.
+    """
+
+    def __init__(self, calls: int, period_s: float, max_concurrency: int) -> None:
+        self.calls = calls
+        self.period_s = period_s
+        self._in_flight = threading.BoundedSemaphore(max_concurrency)
+        self._sent: Deque[float] = deque()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._in_flight:
+            self._wait_for_window()
+            yield
+
+    def _wait_for_window(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                while self._sent and self._sent[0] <= now - self.period_s:
+                    self._sent.popleft()
+                if len(self._sent) < self.calls:
+                    self._sent.append(now)
+                    return
+                wait_s = self._sent[0] + self.period_s - now
+            time.sleep(wait_s)
+
+
+class _Retry(Exception):
+    """An attempt failed in a way worth another try."""
+
+    def __init__(self, reason: str, code: Optional[str] = None) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class _TokenRefused(Exception):
+    """601/602: the call is replayed with a new token."""
+
+
+class MarketoClient:
+    """Calls the Marketo REST API within its limits and turns its answers into results or errors.
+
+    Args:
+        base_url: The instance's REST endpoint, e.g. `https://123-ABC-456.mktorest.com`.
+        client_id: The LaunchPoint service's client id.
+        client_secret: The LaunchPoint service's client secret.
+        rate_limit_calls: Calls allowed per `rate_limit_period_s` (Marketo: 100 per 20 s).
+        rate_limit_period_s: Length of the sliding window in seconds.
+        max_concurrency: Calls in flight at once (Marketo: at most 10).
+        read_timeout_s: Timeout of read calls.
+        paging_token_timeout_s: Timeout of Get Paging Token, which Marketo allows 300 s.
+        write_timeout_s: Timeout of Add Custom Activities, which Marketo allows 90 s.
+        max_attempts: Attempts per call for transient failures before giving up.
+        backoff_base_s: First wait between attempts; it doubles each time, with jitter.
+        backoff_max_s: Longest wait between attempts.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        rate_limit_calls: int = settings.DEFAULT_RATE_LIMIT_CALLS,
+        rate_limit_period_s: float = settings.DEFAULT_RATE_LIMIT_PERIOD_S,
+        max_concurrency: int = settings.DEFAULT_MAX_CONCURRENCY,
+        read_timeout_s: float = settings.DEFAULT_READ_TIMEOUT_S,
+        paging_token_timeout_s: float = settings.DEFAULT_PAGING_TOKEN_TIMEOUT_S,
+        write_timeout_s: float = settings.DEFAULT_WRITE_TIMEOUT_S,
+        max_attempts: int = settings.DEFAULT_MAX_ATTEMPTS,
+        backoff_base_s: float = settings.DEFAULT_BACKOFF_BASE_S,
+        backoff_max_s: float = settings.DEFAULT_BACKOFF_MAX_S,
+    ) -> None:
+        _check_limits(rate_limit_calls, rate_limit_period_s, max_concurrency, max_attempts)
+        self.base_url = normalize_base_url(base_url)
+        self.rest_url = self.base_url + settings.REST_PREFIX
+        self.read_timeout_s = read_timeout_s
+        self.paging_token_timeout_s = paging_token_timeout_s
+        self.write_timeout_s = write_timeout_s
+        self.max_attempts = max_attempts
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.limiter = CallLimiter(rate_limit_calls, rate_limit_period_s, max_concurrency)
+        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max_concurrency + 2)
+        self._local = threading.local()
+        self.auth = MarketoAuth(
+            access_token_url=self.base_url + settings.IDENTITY_PATH,
+            client_id=_require_secret(client_id, "client_id"),
+            client_secret=_require_secret(client_secret, "client_secret"),
+            session=self._session(),
+        )
+        self._counts_lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+        """Calls sent per API path, retries included: what this client spent of the quota."""
+        self.retries: Counter[str] = Counter()
+        """Failed attempts per reason (a Marketo code, an HTTP status or a network error)."""
+
+    def get(
+        self, path: str, params: Optional[Mapping[str, Any]] = None, timeout: Optional[float] = None
+    ) -> Dict[str, Any]:
+        """Calls a read endpoint and returns Marketo's answer (the whole envelope).
+
+        A query that would pass Marketo's 8 KB URL limit goes as POST with `_method=GET`.
+        """
+        query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
+        url = f"{self.rest_url}{path}"
+        if len(url) + 1 + len(query) > settings.MAX_GET_URL_BYTES:
+            return self._call("POST", path, timeout, data=f"{query}&_method=GET", content_type=_FORM)
+        return self._call("GET", path, timeout, params=query)
+
+    def post(
+        self, path: str, body: Mapping[str, Any], timeout: Optional[float] = None
+    ) -> Dict[str, Any]:
+        """Calls a write endpoint with a JSON body and returns Marketo's answer."""
+        return self._call("POST", path, timeout, data=json.dumps(body), content_type=_JSON)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        timeout: Optional[float],
+        params: Optional[str] = None,
+        data: Optional[str] = None,
+        content_type: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        headers = {"Content-Type": content_type} if content_type else {}
+        request = dict(params=params, data=data, timeout=timeout or self.read_timeout_s)
+        attempt, auth_replays = 1, 0
+        while True:
+            token = self.auth.current_token()
+            try:
+                return self._attempt(method, path, {**headers, "Authorization": f"Bearer {token}"}, request)
+            except _TokenRefused:
+                self.auth.invalidate(token)
+                auth_replays += 1
+                if auth_replays > settings.MAX_AUTH_REPLAYS:
+                    raise MarketoAuthError(
+                        f"Marketo kept refusing new access tokens on {path}. Check that the API "
+                        "user's LaunchPoint service is active.",
+                        endpoint=path,
+                    ) from None
+            except _Retry as failure:
+                self._count(self.retries, failure.code or str(failure))
+                if attempt >= self.max_attempts:
+                    raise MarketoTransientError(
+                        f"{path} still failed after {attempt} attempts: {failure}. The saved "
+                        "position is kept; run the pipeline again later.",
+                        code=failure.code,
+                        endpoint=path,
+                    ) from None
+                delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+                delay *= random.uniform(0.5, 1.0)
+                logger.warning("Marketo %s failed (%s); retry %d in %.1f s", path, failure, attempt, delay)
+                time.sleep(delay)
+                attempt += 1
+
+    def _attempt(
+        self, method: str, path: str, headers: Dict[str, str], request: Dict[str, Any]
+    ) -> Dict[str, Any]:
+        self._count(self.calls, path)
+        try:
+            with self.limiter.slot():
+                response = self._session().request(
+                    method, f"{self.rest_url}{path}", headers=headers, **request
+                )
+        except _TRANSIENT_NETWORK_ERRORS as error:
+            raise _Retry(type(error).__name__) from None
+        return self._read_answer(response, path)
+
+    def _read_answer(self, response: requests.Response, path: str) -> Dict[str, Any]:
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Retry(f"HTTP {response.status_code}", str(response.status_code))
+        if response.status_code != 200:
+            raise MarketoConfigurationError(
+                f"{self.rest_url}{path} answered HTTP {response.status_code}. Check "
+                "sources.marketo.base_url: it should be your instance's REST endpoint.",
+                code=str(response.status_code),
+                endpoint=path,
+            )
+        try:
+            answer = response.json()
+        except ValueError:
+            if response.text.lstrip().startswith("{"):
+                raise _Retry("truncated JSON") from None
+            raise MarketoConfigurationError(
+                f"{self.rest_url}{path} did not answer JSON. Check sources.marketo.base_url.",
+                endpoint=path,
+            ) from None
+        if not isinstance(answer, dict) or "success" not in answer:
+            raise MarketoConfigurationError(
+                f"{self.rest_url}{path} did not answer as Marketo does. Check sources.marketo.base_url.",
+                endpoint=path,
+            )
+        if not answer["success"]:
+            _raise_for_errors(answer.get("errors") or [], path)
+        return answer
+
+    def _session(self) -> Session:
+        # requests sessions are not safe to share across threads; the connection pool is.
+        session: Optional[Session] = getattr(self._local, "session", None)
+        if session is None:
+            session = Session(raise_for_status=False)
+            session.mount("http://", self._adapter)
+            session.mount("https://", self._adapter)
+            self._local.session = session
+        return session
+
+    def _count(self, counter: Counter[str], key: str) -> None:
+        with self._counts_lock:
+            counter[key] += 1
+
+
+_FORM = "application/x-www-form-urlencoded"
+_JSON = "application/json"
+
+
+def _raise_for_errors(errors: Any, path: str) -> None:
+    first = errors[0] if errors and isinstance(errors[0], dict) else {}
+    code, message = str(first.get("code", "")), str(first.get("message", "no error given"))
+    if code in settings.TOKEN_ERROR_CODES:
+        raise _TokenRefused(code)
+    if code in settings.TRANSIENT_ERROR_CODES:
+        raise _Retry(f"{code} {message}", code)
+    error_class = _CODED_ERRORS.get(code, MarketoRequestError)
+    hint = _ADVICE.get(code, "")
+    raise error_class(f"Marketo answered {code} on {path}: {message}.{hint}", code=code, endpoint=path)
+
+
+_ADVICE = {
+    "603": " The API user's role lacks a permission this call needs (Admin > Users & Roles).",
+    "607": " The daily API quota is used up; it resets at midnight US Central time.",
+}
+
+
+def _require_secret(value: Any, name: str) -> str:
+    if not value or not isinstance(value, str):
+        raise MarketoConfigurationError(
+            f"{name} is not set. Put it in .dlt/secrets.toml under [sources.marketo] or set "
+            f"SOURCES__MARKETO__{name.upper()}."
+        )
+    return value
+
+
+def _check_limits(calls: int, period_s: float, max_concurrency: int, max_attempts: int) -> None:
+    if not isinstance(calls, int) or calls < 1:
+        raise MarketoConfigurationError(
+            f"rate_limit_calls must be a positive whole number (got {calls!r}); Marketo allows 100."
+        )
+    if not isinstance(period_s, (int, float)) or period_s <= 0:
+        raise MarketoConfigurationError(
+            f"rate_limit_period_s must be a positive number of seconds (got {period_s!r})."
+        )
+    if not isinstance(max_concurrency, int) or not 1 <= max_concurrency <= settings.MAX_CONCURRENCY:
+        raise MarketoConfigurationError(
+            f"max_concurrency must be between 1 and {settings.MAX_CONCURRENCY} (got "
+            f"{max_concurrency!r}); Marketo answers 615 past 10 calls at once."
+        )
+    if not isinstance(max_attempts, int) or max_attempts < 1:
+        raise MarketoConfigurationError(f"max_attempts must be at least 1 (got {max_attempts!r}).")
+

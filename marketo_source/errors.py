@@ -1,0 +1,50 @@
+"""Errors the source raises. Catch `MarketoError` for all of them."""
+
+from typing import Optional
+
+
+class MarketoError(Exception):
+    """Base of every error the Marketo source raises.
+
+    Attributes:
+        code: Marketo's error code (a string such as "1003") or None for errors found on our side.
+        endpoint: The API path that answered, when there was a call.
+    """
+
+    def __init__(self, message: str, code: Optional[str] = None, endpoint: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.endpoint = endpoint
+
+
+class MarketoConfigurationError(MarketoError, ValueError):
+    """A setting is missing or wrong; the message names it and says what to do."""
+
+
+class MarketoAuthError(MarketoError):
+    """Marketo refused the client id and secret, or kept refusing new tokens."""
+
+
+class MarketoAccessDenied(MarketoError):
+    """603: the API user's role lacks a permission the call needs."""
+
+
+class MarketoQuotaExceeded(MarketoError):
+    """607: the instance's daily API quota is used up; it resets at midnight US Central time."""
+
+
+class MarketoTransientError(MarketoError):
+    """A transient failure (rate limit, timeout, server error) that outlasted every retry."""
+
+
+class MarketoRequestError(MarketoError):
+    """Marketo rejected the call's parameters or data (701, 704, 709, 1003, ...)."""
+
+
+class MarketoNotFound(MarketoRequestError):
+    """610: the requested resource does not exist."""
+
+
+class MarketoListTooLarge(MarketoRequestError):
+    """1003 for a `list_id` whose list holds 10,000 or more leads."""
+

@@ -1,0 +1,130 @@
+"""The source's options, parsed and checked once, with errors that name the setting."""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, List, Optional, Sequence
+
+import pendulum
+
+from marketo_source.errors import MarketoConfigurationError
+
+DEFAULT_START_DAYS_AGO = 90
+"""Without a start_date the first run reads 90 days back, Marketo's shortest retention but one."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What to read and from when, as the resources need it."""
+
+    start: datetime
+    activity_type_ids: Optional[List[int]]
+    lead_change_fields: Optional[List[str]]
+    lead_ids: Optional[List[int]]
+    list_id: Optional[int]
+    lookback: Optional[timedelta]
+
+    @property
+    def scope(self) -> str:
+        """The state key of this filter: filtered runs keep positions apart from unfiltered ones."""
+        if self.list_id is not None:
+            return f"list:{self.list_id}"
+        if self.lead_ids:
+            digest = hashlib.sha1(",".join(map(str, self.lead_ids)).encode()).hexdigest()[:12]
+            return f"leads:{digest}"
+        return "all"
+
+
+def parse_read_options(
+    start_date: Any,
+    activity_type_ids: Any,
+    lead_change_fields: Any,
+    lead_ids: Any,
+    list_id: Any,
+    lookback_minutes: Any,
+) -> ReadOptions:
+    """Checks the user's settings and returns them parsed."""
+    return ReadOptions(
+        start=parse_start_date(start_date),
+        activity_type_ids=_int_list(activity_type_ids, "activity_type_ids"),
+        lead_change_fields=_str_list(lead_change_fields, "lead_change_fields"),
+        lead_ids=_int_list(lead_ids, "lead_ids"),
+        list_id=_optional_int(list_id, "list_id"),
+        lookback=_lookback(lookback_minutes),
+    )
+
+
+def parse_start_date(value: Any) -> datetime:
+    """Parses start_date (ISO 8601 date or datetime, UTC when no offset is given)."""
+    if value is None or value == "":
+        return pendulum.now("UTC").subtract(days=DEFAULT_START_DAYS_AGO).start_of("day")
+    try:
+        parsed = value if isinstance(value, datetime) else pendulum.parse(str(value), tz="UTC")
+    except (ValueError, TypeError, pendulum.parsing.exceptions.ParserError):
+        raise MarketoConfigurationError(
+            f"start_date {value!r} is not a date. Set sources.marketo.start_date to an ISO 8601 "
+            "date or datetime such as 2024-01-01 or 2024-01-01T00:00:00Z."
+        ) from None
+    if not isinstance(parsed, datetime):
+        raise MarketoConfigurationError(
+            f"start_date {value!r} is not a date or datetime. Use e.g. 2024-01-01T00:00:00Z."
+        )
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    if parsed > datetime.now(timezone.utc):
+        raise MarketoConfigurationError(
+            f"start_date {value!r} lies in the future. Set sources.marketo.start_date to the "
+            "earliest activity date the first run should read."
+        )
+    return parsed.astimezone(timezone.utc)
+
+
+def _int_list(value: Any, setting: str) -> Optional[List[int]]:
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, Sequence) or isinstance(items, (bytes, bytearray)):
+        raise MarketoConfigurationError(f"{setting} must be a list of whole numbers, got {value!r}.")
+    parsed = [_whole_number(item, setting) for item in items]
+    if not parsed:
+        raise MarketoConfigurationError(f"{setting} is empty; leave it unset to read everything.")
+    return sorted(set(parsed))
+
+
+def _whole_number(item: Any, setting: str) -> int:
+    if isinstance(item, bool):
+        raise MarketoConfigurationError(f"{setting} holds {item!r}, which is not a whole number.")
+    try:
+        number = int(str(item).strip())
+    except ValueError:
+        raise MarketoConfigurationError(
+            f"{setting} holds {item!r}, which is not a whole number. List Marketo ids, e.g. [1, 2, 3]."
+        ) from None
+    if number <= 0:
+        raise MarketoConfigurationError(f"{setting} holds {item!r}; Marketo ids are positive.")
+    return number
+
+
+def _optional_int(value: Any, setting: str) -> Optional[int]:
+    return None if value is None else _whole_number(value, setting)
+
+
+def _str_list(value: Any, setting: str) -> Optional[List[str]]:
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    names = [str(item).strip() for item in items if str(item).strip()]
+    if not names:
+        raise MarketoConfigurationError(f"{setting} is empty; leave it unset to read every lead field.")
+    return sorted(set(names))
+
+
+def _lookback(minutes: Any) -> Optional[timedelta]:
+    try:
+        value = float(minutes or 0)
+    except (TypeError, ValueError):
+        value = -1
+    if value < 0:
+        raise MarketoConfigurationError(
+            f"lookback_minutes must be a number of minutes, 0 or more (got {minutes!r})."
+        )
+    return timedelta(minutes=value) if value else None

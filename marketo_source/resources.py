@@ -1,0 +1,291 @@
+"""What each resource reads and how its pages become tables.
+
+Every stream follows the same path: cursors from dlt state grouped into chains, pages read
+concurrently, records flattened into Arrow tables per destination table and handed to dlt in
+batches. When the daily quota runs out a stream stops cleanly: what was read is loaded and the
+state points just after the last page read.
+"""
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
+
+import dlt
+import pyarrow as pa
+from dlt.common.typing import TDataItem
+
+from marketo_source import settings
+from marketo_source.catalog import Catalog
+from marketo_source.client import MarketoClient
+from marketo_source.errors import MarketoQuotaExceeded
+from marketo_source.options import ReadOptions
+from marketo_source.schema import (
+    KEY_COLUMN,
+    Rejects,
+    TableLayout,
+    activity_table_name,
+    field_changes_to_arrow,
+    rejects_to_arrow,
+    type_attributes,
+)
+from marketo_source.streams import Cursor, PagingTokens, chains_for_cursors, read_chains
+
+logger = logging.getLogger("marketo_source")
+
+TablesOfPage = Callable[[List[Dict[str, Any]], Rejects], Iterable[Tuple[str, pa.Table]]]
+"""Turns a page's records into (table name, rows) and adds what it sets aside to the rejects."""
+
+FIELD_CHANGES_TABLE = "lead_field_changes"
+REJECTED_TABLE = "marketo_rejected_records"
+_TABLE_HINTS = {
+    FIELD_CHANGES_TABLE: dlt.mark.make_hints(table_name=FIELD_CHANGES_TABLE, primary_key=["marketo_guid", "field_id"]),
+    REJECTED_TABLE: dlt.mark.make_hints(table_name=REJECTED_TABLE, write_disposition="append", primary_key=[]),
+}
+"""Tables that do not share the resource's key and write disposition."""
+
+
+@dataclass
+class MarketoRun:
+    """What the resources of one source instance share: one client, one catalog, one token cache."""
+
+    client: MarketoClient
+    catalog: Catalog
+    tokens: PagingTokens
+    options: ReadOptions
+    max_concurrency: int
+
+    def scopes(self) -> List[Tuple[str, Dict[str, str]]]:
+        """(state key, filter parameters) per filter chunk: more than 30 lead ids take several."""
+        if self.options.list_id is not None:
+            return [(self.options.scope, {"listId": str(self.options.list_id)})]
+        lead_ids = self.options.lead_ids
+        if not lead_ids:
+            return [(self.options.scope, {})]
+        size = settings.MAX_LEAD_IDS_PER_CALL
+        chunks = [lead_ids[i : i + size] for i in range(0, len(lead_ids), size)]
+        return [(f"{self.options.scope}:{n}", {"leadIds": ",".join(map(str, c))}) for n, c in enumerate(chunks)]
+
+
+def activity_types(run: MarketoRun) -> Iterator[TDataItem]:
+    """Rows of `activity_types` and `activity_type_attributes`."""
+    types, attributes = [], []
+    for activity_type in run.catalog.activity_types.values():
+        primary = activity_type.get("primaryAttribute") or {}
+        types.append(
+            {
+                "id": activity_type["id"],
+                "name": activity_type.get("name"),
+                "description": activity_type.get("description"),
+                "primary_attribute_name": primary.get("name"),
+                "primary_attribute_data_type": primary.get("dataType"),
+            }
+        )
+        attributes += [
+            {"activity_type_id": activity_type["id"], "name": name, "data_type": data_type}
+            for name, data_type in type_attributes(activity_type)
+        ]
+    yield dlt.mark.with_table_name(types, "activity_types")
+    yield _with_key(attributes, "activity_type_attributes", ["activity_type_id", "name"])
+
+
+def custom_activity_types(run: MarketoRun) -> Iterator[TDataItem]:
+    """Rows of `custom_activity_types` and `custom_activity_type_attributes`."""
+    types, attributes = [], []
+    for custom_type in run.catalog.custom_activity_types:
+        primary = custom_type.get("primaryAttribute") or {}
+        types.append(
+            {
+                "api_name": custom_type.get("apiName"),
+                "id": custom_type.get("id"),
+                "name": custom_type.get("name"),
+                "description": custom_type.get("description"),
+                "trigger_name": custom_type.get("triggerName"),
+                "filter_name": custom_type.get("filterName"),
+                "status": custom_type.get("status"),
+                "created_at": custom_type.get("createdAt"),
+                "updated_at": custom_type.get("updatedAt"),
+                "primary_attribute_api_name": primary.get("apiName"),
+                "primary_attribute_name": primary.get("name"),
+                "primary_attribute_data_type": primary.get("dataType"),
+            }
+        )
+        attributes += [
+            {
+                "activity_type_api_name": custom_type.get("apiName"),
+                "api_name": attribute.get("apiName"),
+                "name": attribute.get("name"),
+                "data_type": attribute.get("dataType"),
+                "description": attribute.get("description"),
+            }
+            for attribute in custom_type.get("attributes") or ()
+        ]
+    yield dlt.mark.with_table_name(types, "custom_activity_types")
+    yield _with_key(attributes, "custom_activity_type_attributes", ["activity_type_api_name", "api_name"])
+
+
+def activities(run: MarketoRun) -> Iterator[TDataItem]:
+    """Every activity of the chosen types, one table per type."""
+    type_ids = run.catalog.activity_type_ids_to_read(run.options.activity_type_ids)
+    state = dlt.current.resource_state()
+    chains = []
+    for scope, filters in run.scopes():
+        saved = state.setdefault(scope, {})
+        cursors = {str(t): saved.setdefault(str(t), {}) for t in type_ids}
+        chains += chains_for_cursors(
+            settings.ACTIVITIES_PATH,
+            cursors,
+            {**filters, "batchSize": str(settings.MAX_BATCH_SIZE)},
+            run.options.start,
+            run.options.lookback,
+            group_param="activityTypeIds",
+        )
+    tables = _ActivityTables(run.catalog.activity_types)
+    yield from _read_stream(run, "activities", chains, tables.of_page)
+
+
+def lead_changes(run: MarketoRun) -> Iterator[TDataItem]:
+    """New Lead and Change Data Value activities, and one row per changed field."""
+    fields = ",".join(run.catalog.lead_change_fields_to_read(run.options.lead_change_fields))
+    state = dlt.current.resource_state()
+    chains = []
+    for scope, filters in run.scopes():
+        params = {**filters, "fields": fields, "batchSize": str(settings.MAX_BATCH_SIZE)}
+        cursors: Dict[str, Cursor] = {scope: state.setdefault(scope, {})}
+        chains += chains_for_cursors(
+            settings.LEAD_CHANGES_PATH, cursors, params, run.options.start, run.options.lookback
+        )
+    known = run.catalog.activity_types
+    layout = TableLayout(
+        attribute for type_id in settings.LEAD_CHANGE_TYPE_IDS for attribute in type_attributes(known.get(type_id, {}))
+    )
+
+    def of_page(records: List[Dict[str, Any]], rejects: Rejects) -> Iterable[Tuple[str, pa.Table]]:
+        yield "lead_changes", layout.to_arrow(records)
+        field_changes, unkeyed = field_changes_to_arrow(records)
+        rejects += unkeyed
+        yield FIELD_CHANGES_TABLE, field_changes
+
+    yield from _read_stream(run, "lead_changes", chains, of_page)
+
+
+def deleted_leads(run: MarketoRun) -> Iterator[TDataItem]:
+    """Delete Lead activities. Marketo keeps them 14 days: run at least that often."""
+    state = dlt.current.resource_state()
+    cursors: Dict[str, Cursor] = {"all": state.setdefault("all", {})}
+    params = {"batchSize": str(settings.MAX_BATCH_SIZE)}
+    chains = chains_for_cursors(
+        settings.DELETED_LEADS_PATH, cursors, params, run.options.start, run.options.lookback
+    )
+    metadata = run.catalog.activity_types.get(settings.DELETE_LEAD_TYPE_ID, {})
+    layout = TableLayout(type_attributes(metadata))
+    yield from _read_stream(
+        run, "deleted_leads", chains, lambda records, _: [("deleted_leads", layout.to_arrow(records))]
+    )
+
+
+class _ActivityTables:
+    """Splits an activities page by type into that type's table."""
+
+    def __init__(self, known_types: Dict[int, Dict[str, Any]]) -> None:
+        self._known = known_types
+        self._layouts: Dict[Any, Tuple[str, TableLayout]] = {}
+        self._names = _unique_table_names(known_types)
+
+    def of_page(self, records: List[Dict[str, Any]], rejects: Rejects) -> Iterable[Tuple[str, pa.Table]]:
+        by_type: Dict[Any, List[Dict[str, Any]]] = defaultdict(list)
+        for record in records:
+            by_type[record.get("activityTypeId")].append(record)
+        for type_id, typed_records in by_type.items():
+            table_name, layout = self._layout(type_id)
+            yield table_name, layout.to_arrow(typed_records)
+
+    def _layout(self, type_id: Any) -> Tuple[str, TableLayout]:
+        if type_id not in self._layouts:
+            # A type missing from the metadata still lands, in a table named after its id.
+            name = self._names.get(type_id) or activity_table_name(f"type {type_id}")
+            self._layouts[type_id] = (name, TableLayout(type_attributes(self._known.get(type_id, {}))))
+        return self._layouts[type_id]
+
+
+def _unique_table_names(known_types: Dict[int, Dict[str, Any]]) -> Dict[int, str]:
+    """Table per type id; a later type whose name normalizes like an earlier one's gets its id appended."""
+    names: Dict[int, str] = {}
+    taken = set()
+    for type_id in sorted(known_types):
+        name = activity_table_name(known_types[type_id].get("name") or f"type {type_id}")
+        if name in taken:
+            name = f"{name}_{type_id}"
+        taken.add(name)
+        names[type_id] = name
+    return names
+
+
+def _read_stream(run: MarketoRun, stream: str, chains: Sequence[Any], tables_of_page: TablesOfPage) -> Iterator[TDataItem]:
+    buffer = _TableBuffer()
+    pages = records = 0
+    quota_error = None
+    try:
+        for page in read_chains(run.client, run.tokens, chains, run.max_concurrency):
+            pages += 1
+            records += len(page.records)
+            keyed, rejects = _split_unkeyed(page.records)
+            if keyed:
+                for table_name, table in tables_of_page(keyed, rejects):
+                    yield from buffer.add(table_name, table)
+            if rejects:
+                logger.warning("%s: %d records set aside in %s", stream, len(rejects), REJECTED_TABLE)
+                yield from buffer.add(REJECTED_TABLE, rejects_to_arrow(stream, rejects))
+    except MarketoQuotaExceeded as error:
+        quota_error = error
+        logger.warning(
+            "%s stopped: Marketo's daily API quota is used up (607). Everything read so far is "
+            "loaded and the next run continues from here.",
+            stream,
+        )
+    yield from buffer.flush()
+    dlt.current.resource_state()["last_run"] = {
+        "pages": pages,
+        "records": records,
+        "quota_exhausted": quota_error is not None,
+    }
+    dlt.current.source_state()["last_run_calls"] = dict(run.client.calls)
+
+
+def _split_unkeyed(records: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], Rejects]:
+    keyed = [r for r in records if isinstance(r.get("marketoGUID"), str) and r["marketoGUID"]]
+    if len(keyed) == len(records):
+        return records, []
+    return keyed, [(r, f"no {KEY_COLUMN} (marketoGUID)") for r in records if r not in keyed]
+
+
+class _TableBuffer:
+    """Gathers small per-page tables into larger ones: fewer, bigger files for dlt to load."""
+
+    def __init__(self) -> None:
+        self._tables: Dict[str, List[pa.Table]] = defaultdict(list)
+        self._rows: Dict[str, int] = defaultdict(int)
+
+    def add(self, table_name: str, table: pa.Table) -> Iterator[TDataItem]:
+        if table.num_rows == 0:
+            return
+        self._tables[table_name].append(table)
+        self._rows[table_name] += table.num_rows
+        if self._rows[table_name] >= settings.FLUSH_ROWS:
+            yield self._take(table_name)
+
+    def flush(self) -> Iterator[TDataItem]:
+        for table_name in list(self._tables):
+            yield self._take(table_name)
+
+    def _take(self, table_name: str) -> TDataItem:
+        table = pa.concat_tables(self._tables.pop(table_name), promote_options="default")
+        self._rows.pop(table_name)
+        if table_name in _TABLE_HINTS:
+            return dlt.mark.with_hints(table, _TABLE_HINTS[table_name], create_table_variant=True)
+        return dlt.mark.with_table_name(table, table_name)
+
+
+def _with_key(item: Any, table_name: str, key: List[str]) -> TDataItem:
+    hints = dlt.mark.make_hints(table_name=table_name, primary_key=key)
+    return dlt.mark.with_hints(item, hints, create_table_variant=True)

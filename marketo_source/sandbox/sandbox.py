@@ -1,0 +1,138 @@
+"""MarketoSandbox: a local Marketo instance on a free port, started in-process."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+from .auth import AccessTokens
+from .faults import Fault, FaultInjector
+from .generator import DataSpec
+from .limits import LimitGate, Limits
+from .server import SandboxApp, SandboxHTTPServer, admin_actions
+from .stats import Stats
+from .store import Store
+
+
+class MarketoSandbox:
+    """A faithful local stand-in for a Marketo instance's identity service and Activities API.
+
+    Data is generated when the sandbox is constructed; `start()` (or `with sandbox:`) serves it.
+
+    Example:
+        >>> with MarketoSandbox(data=DataSpec(seed=1, leads=50, activities=1000)) as sandbox:
+        ...     sandbox.base_url  # "http://127.0.0.1:PORT", REST under /rest, identity under /identity
+    """
+
+    def __init__(self, data: DataSpec | None = None, limits: Limits | None = None, faults: Sequence[Fault] = (),
+                 token_ttl_s: float = 3600, block_size: int = 1000, host: str = "127.0.0.1", port: int = 0,
+                 client_id: str = "sandbox-client-id", client_secret: str = "sandbox-client-secret",
+                 paging_token_ttl_s: float | None = None, fault_seed: int = 0) -> None:
+        """Generate the data and prepare the server (nothing listens before start()).
+
+        Args:
+            data: What to generate; default DataSpec().
+            limits: Call limits; default Marketo's (100 calls / 20 s, 10 concurrent, 50,000 a day).
+            faults: Fault rules; change them later with set_faults().
+            token_ttl_s: Lifetime of an access token.
+            block_size: Commit-log positions one read call scans at most (short and empty pages come from it).
+            host: Interface to listen on; keep 127.0.0.1 unless you mean to expose it.
+            port: Port; 0 picks a free one.
+            client_id: The accepted client id.
+            client_secret: The accepted client secret.
+            paging_token_ttl_s: Age after which a paging token is refused; None keeps tokens valid forever.
+            fault_seed: Seed of the probability-based fault draws.
+        """
+        self.data = data or DataSpec()
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.host = host
+        self.port = port
+        self.store = Store(self.data, client_secret, paging_token_ttl_s)
+        self.tokens = AccessTokens(client_id, client_secret, token_ttl_s)
+        self.gate = LimitGate(limits or Limits())
+        self.injector = FaultInjector(faults, fault_seed)
+        self.counters = Stats()
+        self.block_size = block_size
+        self.stopping = threading.Event()
+        self.server: SandboxHTTPServer | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def limits(self) -> Limits:
+        """The limits in force; assign a new Limits (or change its fields) while serving."""
+        return self.gate.limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self.gate.limits = limits
+
+    @property
+    def base_url(self) -> str:
+        """"http://HOST:PORT" of the running sandbox."""
+        if self.server is None:
+            raise RuntimeError("the sandbox is not running; call start() first")
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> MarketoSandbox:
+        """Listen and serve in a background thread; returns self."""
+        self.stopping.clear()
+        app = SandboxApp(self.store, self.tokens, self.gate, self.injector, self.counters, self.block_size,
+                         self.stopping)
+        app.admin = admin_actions(self.stats, self.reset_stats, self.ground_truth, self.add_activities)
+        self.server = SandboxHTTPServer((self.host, self.port), app)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="marketo-sandbox", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; slow answers in progress end early."""
+        if self.server is None:
+            return
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.server = None
+
+    def __enter__(self) -> MarketoSandbox:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: {"calls": {endpoint: n}, "errors": {code or kind: n}, "rest_calls", "quota_used",
+        "max_concurrent_seen", "faults_injected": {kind: n}}."""
+        return self.counters.snapshot(self.gate.quota_used, self.gate.max_concurrent_seen)
+
+    def reset_stats(self) -> None:
+        """Zero the counters, including the REST call numbering that fault schedules use (not the quota)."""
+        self.counters.reset()
+        self.gate.max_concurrent_seen = 0
+
+    def ground_truth(self) -> dict[str, Any]:
+        """Every record held, as the endpoints render them: keys "activities", "lead_changes",
+        "deleted_leads", "activity_types", "custom_activity_types", "lead_fields"."""
+        return self.store.ground_truth()
+
+    def add_activities(self, new: int = 0, late: int = 0) -> list[dict[str, Any]]:
+        """Commit `new` activities dated after the newest and `late` ones dated inside the existing span.
+
+        Returns:
+            The added records as Get Lead Activities renders them.
+        """
+        return self.store.add_activities(new, late)
+
+    def set_faults(self, faults: Sequence[Fault]) -> None:
+        """Replace the fault rules."""
+        self.injector.set_faults(faults)
+
+    def reset_quota(self) -> None:
+        """Start a new quota day."""
+        self.gate.reset_quota()
+
+    def expire_tokens(self) -> None:
+        """Expire every issued access token now, so the next REST call gets 602."""
+        self.tokens.expire_all()

@@ -1,0 +1,324 @@
+"""The instance state: one commit log of activities, leads, lists and custom types, behind one lock."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import zlib
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from .catalog import (
+    CHANGE_DATA_VALUE, DELETE_LEAD, LEAD_FIELDS, LEAD_FIELDS_BY_NAME, NEW_LEAD, SEEDED_CUSTOM_TYPES, STANDARD_TYPES,
+    custom_type_json, lead_field_json, standard_type_json,
+)
+from .custom_types import CustomTypeRegistry
+from .errors import ApiError, invalid
+from .generator import DataGenerator, DataSpec, format_date
+from .paging import Cursor, TokenCodec
+from .records import Activity, close_lead_change, field_entry, render_activity, render_lead_change_head
+
+LEAD_CHANGE_TYPES = frozenset({NEW_LEAD, CHANGE_DATA_VALUE})
+NO_ASSET = -1
+
+
+@dataclass(frozen=True)
+class ReadQuery:
+    """Filters of one read call; None means "no filter"."""
+
+    view: str  # "activities", "lead_changes" or "deleted_leads"
+    type_ids: frozenset[int] | None = None
+    lead_ids: frozenset[int] | None = None
+    asset_ids: frozenset[int] | None = None
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a read: rendered records plus the token and flag to continue."""
+
+    records: list[bytes]
+    next_page_token: str
+    more_result: bool
+
+
+class CompressedRecords:
+    """Rendered records, zlib-compressed in chunks so a million activities fit in little memory.
+
+    Records never contain a raw newline (JSON escapes it), so a chunk is the newline-joined records.
+    Recently read chunks stay decompressed, because readers move through the log sequentially.
+    """
+
+    CHUNK = 256
+    CACHED_CHUNKS = 32
+
+    def __init__(self) -> None:
+        self.sealed: list[bytes] = []
+        self.open: list[bytes] = []
+        self.cache: dict[int, list[bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self.sealed) * self.CHUNK + len(self.open)
+
+    def append(self, record: bytes) -> None:
+        """Add a record at the end."""
+        self.open.append(record)
+        if len(self.open) == self.CHUNK:
+            self.sealed.append(zlib.compress(b"\n".join(self.open), 1))
+            self.open = []
+
+    def __getitem__(self, position: int) -> bytes:
+        chunk, offset = divmod(position, self.CHUNK)
+        if chunk == len(self.sealed):
+            return self.open[offset]
+        records = self.cache.get(chunk)
+        if records is None:
+            if len(self.cache) >= self.CACHED_CHUNKS:
+                self.cache.pop(next(iter(self.cache)))
+            records = self.cache[chunk] = zlib.decompress(self.sealed[chunk]).split(b"\n")
+        return records[offset]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (self[position] for position in range(len(self)))
+
+
+class ActivityLog:
+    """Commit-ordered activities: filter columns in compact arrays and each record rendered once."""
+
+    def __init__(self) -> None:
+        self.dates = array("q")
+        self.prefix_max = array("q")  # running max of dates, so a since-date maps to a position by bisection
+        self.type_ids = array("i")
+        self.lead_ids = array("q")
+        self.asset_ids = array("q")
+        self.views = CompressedRecords()
+        self.lead_change_views: dict[int, bytes] = {}  # complete for 13, without `fields` for 12
+        self.changed_fields: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.dates)
+
+    def append(self, activity: Activity) -> bytes:
+        """Commit one activity; returns its activities-view rendering."""
+        position = len(self.dates)
+        self.dates.append(activity.date_ms)
+        self.prefix_max.append(max(activity.date_ms, self.prefix_max[-1] if position else activity.date_ms))
+        self.type_ids.append(activity.type_id)
+        self.lead_ids.append(activity.lead_id)
+        self.asset_ids.append(NO_ASSET if activity.primary_id is None else activity.primary_id)
+        view = render_activity(activity)
+        self.views.append(view)
+        if activity.type_id in LEAD_CHANGE_TYPES:
+            head = render_lead_change_head(activity)
+            change = activity.change
+            if change is not None:
+                head = close_lead_change(head, [field_entry(change.field, change.new_value, change.old_value)])
+                self.changed_fields[position] = change.field.name
+            self.lead_change_views[position] = head
+        return view
+
+
+class Store:
+    """Everything the instance holds, thread safe through one lock."""
+
+    def __init__(self, spec: DataSpec, token_secret: str, paging_token_ttl_s: float | None = None) -> None:
+        self.lock = threading.Lock()
+        self.spec = spec
+        self.custom_types = CustomTypeRegistry(SEEDED_CUSTOM_TYPES if spec.custom_types else {})
+        seeded = {type_id: version for type_id, (_, version) in self.custom_types.approved().items()}
+        self.generator = DataGenerator(spec, seeded)
+        key = hashlib.sha256(f"{token_secret}:{spec.seed}".encode()).digest()
+        self.codec = TokenCodec(key, paging_token_ttl_s)
+        self.log = ActivityLog()
+        for activity in self.generator.initial_activities():
+            self.log.append(activity)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def paging_token(self, since_ms: int) -> str:
+        """Token for Get Paging Token: starts at the first position that may hold a record at or after since."""
+        with self.lock:
+            return self.codec.encode(Cursor(since_ms, bisect_left(self.log.prefix_max, since_ms)))
+
+    def read(self, query: ReadQuery, token: str, batch_size: int, block_size: int) -> Page:
+        """Scan at most `block_size` positions from the token's position and return up to `batch_size` matches."""
+        cursor = self.codec.decode(token)
+        with self.lock:
+            log = self.log
+            end = min(len(log), cursor.position + block_size)
+            accept = self._predicate(query)
+            dates, found, position = log.dates, [], cursor.position
+            while position < end:
+                if dates[position] >= cursor.since_ms and accept(position):
+                    found.append(position)
+                    if len(found) == batch_size:
+                        position += 1
+                        break
+                position += 1
+            records = [self._render(query, found_position) for found_position in found]
+            more = position < len(log)
+        return Page(records, self.codec.encode(Cursor(cursor.since_ms, position)), more)
+
+    def _predicate(self, query: ReadQuery) -> Callable[[int], bool]:
+        log = self.log
+        checks: list[Callable[[int], bool]] = []
+        if query.view == "lead_changes":
+            fields = frozenset(query.fields)
+            checks.append(lambda p: log.type_ids[p] in LEAD_CHANGE_TYPES
+                          and (log.type_ids[p] == NEW_LEAD or log.changed_fields[p] in fields))
+        elif query.view == "deleted_leads":
+            checks.append(lambda p: log.type_ids[p] == DELETE_LEAD)
+        if query.type_ids is not None:
+            checks.append(lambda p: log.type_ids[p] in query.type_ids)
+        if query.lead_ids is not None:
+            checks.append(lambda p: log.lead_ids[p] in query.lead_ids)
+        if query.asset_ids is not None:
+            checks.append(lambda p: log.asset_ids[p] in query.asset_ids)
+        if len(checks) == 1:
+            return checks[0]
+        return lambda p: all(check(p) for check in checks)
+
+    def _render(self, query: ReadQuery, position: int) -> bytes:
+        if query.view != "lead_changes":
+            return self.log.views[position]
+        view = self.log.lead_change_views[position]
+        if self.log.type_ids[position] == NEW_LEAD:
+            return close_lead_change(view, self._initial_fields(self.log.lead_ids[position], query.fields))
+        return view
+
+    def _initial_fields(self, lead_id: int, names: Iterable[str]) -> list[dict[str, Any]]:
+        initial = self.generator.leads[lead_id].initial
+        return [field_entry(LEAD_FIELDS_BY_NAME[name], initial[name]) for name in names if name in initial]
+
+    def list_members(self, list_id: int) -> frozenset[int]:
+        """Members of a static list.
+
+        Raises:
+            ApiError: 610 for an unknown list, 1003 for a list of 10,000 leads or more.
+        """
+        static_list = self.generator.lists.get(list_id)
+        if static_list is None:
+            raise ApiError("610", "List not found")
+        if len(static_list.members) >= 10_000:
+            raise invalid("listId: lists of 10,000 or more leads are not supported")
+        return static_list.members
+
+    def known_type_ids(self) -> set[int]:
+        """Ids a read may filter on: standard types and approved custom types."""
+        with self.lock:
+            return {t.id for t in STANDARD_TYPES} | set(self.custom_types.approved())
+
+    def activity_types(self) -> list[dict[str, Any]]:
+        """Get Activity Types result: standard types, then the approved custom types."""
+        with self.lock:
+            approved = self.custom_types.approved()
+            return [standard_type_json(t) for t in STANDARD_TYPES] + [
+                custom_type_json(type_id, api_name, version) for type_id, (api_name, version) in approved.items()]
+
+    def custom(self, operation: Callable[[CustomTypeRegistry], Any]) -> Any:
+        """Run a custom-type operation under the lock."""
+        with self.lock:
+            return operation(self.custom_types)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def add_activities(self, new: int, late: int) -> list[dict[str, Any]]:
+        """Commit `new` activities dated after the newest and `late` ones dated inside the span."""
+        with self.lock:
+            newest = self.log.prefix_max[-1] if len(self.log) else self.generator.start_ms
+            activities = self.generator.more_activities(new, late, self.generator.start_ms, newest)
+            return [json.loads(self.log.append(activity)) for activity in activities]
+
+    def add_custom_activities(self, items: Sequence[Any]) -> list[dict[str, Any]]:
+        """Add Custom Activities: one result per item, added or skipped with the reason."""
+        with self.lock:
+            return [self._add_custom_activity(item) for item in items]
+
+    def _add_custom_activity(self, item: Any) -> dict[str, Any]:
+        try:
+            activity = self._custom_activity(item)
+        except ApiError as error:
+            return {"status": "skipped", "errors": [{"code": error.code, "message": error.message}]}
+        self.log.append(activity)
+        return {"id": activity.id, "marketoGUID": activity.guid, "status": "added"}
+
+    def _custom_activity(self, item: Any) -> Activity:
+        if not isinstance(item, dict):
+            raise invalid("Invalid activity")
+        type_id, api_name, version = self._approved_type(item)
+        lead = self.generator.leads.get(item.get("leadId")) if isinstance(item.get("leadId"), int) else None
+        if lead is None or lead.deleted:
+            raise ApiError("1004", "Lead not found")
+        date_ms = parse_datetime_ms(str(item.get("activityDate", "")))
+        if date_ms is None:
+            raise invalid(f"Invalid activityDate '{item.get('activityDate')}'")
+        primary_value = item.get("primaryAttributeValue")
+        if primary_value in (None, ""):
+            raise invalid("primaryAttributeValue cannot be blank")
+        attributes = []
+        for attribute in item.get("attributes") or []:
+            attribute_api_name = attribute.get("apiName") or attribute.get("name") if isinstance(attribute, dict) else None
+            definition = version.attributes.get(attribute_api_name)
+            if definition is None:
+                raise invalid(f"Invalid attribute '{attribute_api_name}' for activity type '{api_name}'")
+            if attribute.get("value") not in (None, ""):
+                attributes.append({"name": definition.name, "apiName": definition.api_name,
+                                   "value": attribute["value"]})
+        activity_id, guid = self.generator.next_identity()
+        return Activity(activity_id, guid, lead.id, date_ms, format_date(date_ms, False), type_id,
+                        tuple(attributes), primary_value=str(primary_value))
+
+    def _approved_type(self, item: dict[str, Any]) -> tuple[int, str, Any]:
+        approved = self.custom_types.approved()
+        by_api_name = {api_name: (type_id, version) for type_id, (api_name, version) in approved.items()}
+        if item.get("apiName") in by_api_name:
+            type_id, version = by_api_name[item["apiName"]]
+            return type_id, item["apiName"], version
+        if item.get("activityTypeId") in approved:
+            api_name, version = approved[item["activityTypeId"]]
+            return item["activityTypeId"], api_name, version
+        raise invalid(f"Invalid activityTypeId '{item.get('activityTypeId', item.get('apiName'))}': "
+                      "not an approved custom activity type")
+
+    # -- ground truth --------------------------------------------------------------------------
+
+    def ground_truth(self) -> dict[str, Any]:
+        """Every record the instance holds, rendered as the endpoints render them (parsed JSON)."""
+        all_fields = tuple(lead_field.name for lead_field in LEAD_FIELDS)
+        lead_changes = ReadQuery("lead_changes", fields=all_fields)
+        with self.lock:
+            log = self.log
+            activities = _parse(log.views)
+            deleted = _parse(log.views[p] for p in range(len(log)) if log.type_ids[p] == DELETE_LEAD)
+            changes = _parse(self._render(lead_changes, p) for p in range(len(log))
+                             if log.type_ids[p] in LEAD_CHANGE_TYPES)
+            custom_types = self.custom_types.render_all()
+        return {
+            "activities": activities, "lead_changes": changes, "deleted_leads": deleted,
+            "activity_types": self.activity_types(), "custom_activity_types": custom_types,
+            "lead_fields": lead_fields(),
+        }
+
+
+def _parse(rendered: Iterable[bytes]) -> list[dict[str, Any]]:
+    return json.loads(b"[" + b",".join(rendered) + b"]")
+
+
+def lead_fields() -> list[dict[str, Any]]:
+    """The Describe Lead2 field list."""
+    return [lead_field_json(lead_field) for lead_field in LEAD_FIELDS]
+
+
+def parse_datetime_ms(text: str) -> int | None:
+    """Parse an ISO date or datetime (`Z`, `+00:00`, `+0000`; naive means UTC) to epoch ms; None if invalid."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() * 1000)

@@ -1,0 +1,67 @@
+"""Constants of the Marketo API and the source's defaults."""
+
+from typing import Dict, FrozenSet
+
+REST_PREFIX = "/rest"
+IDENTITY_PATH = "/identity/oauth/token"
+
+ACTIVITY_TYPES_PATH = "/v1/activities/types.json"
+PAGING_TOKEN_PATH = "/v1/activities/pagingtoken.json"
+ACTIVITIES_PATH = "/v1/activities.json"
+LEAD_CHANGES_PATH = "/v1/activities/leadchanges.json"
+DELETED_LEADS_PATH = "/v1/activities/deletedleads.json"
+LEAD_DESCRIBE_PATH = "/v1/leads/describe2.json"
+CUSTOM_ACTIVITY_TYPES_PATH = "/v1/activities/external/types.json"
+
+MAX_TYPES_PER_CALL = 10
+MAX_LEAD_IDS_PER_CALL = 30
+MAX_BATCH_SIZE = 300
+MAX_CONCURRENCY = 10
+"""Marketo answers 615 past 10 concurrent calls per instance."""
+MAX_GET_URL_BYTES = 8192
+"""Marketo answers 414 past 8 KB; such calls go as POST with `_method=GET`."""
+
+DEFAULT_RATE_LIMIT_CALLS = 50
+DEFAULT_RATE_LIMIT_PERIOD_S = 20.0
+"""Adobe asks one integration to stay under 50 calls per 20 s (the instance limit is 100)."""
+DEFAULT_MAX_CONCURRENCY = 5
+"""Adobe's advice for one integration; Marketo's hard limit is `MAX_CONCURRENCY`."""
+DEFAULT_READ_TIMEOUT_S = 30.0
+DEFAULT_PAGING_TOKEN_TIMEOUT_S = 300.0
+DEFAULT_WRITE_TIMEOUT_S = 90.0
+DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_BACKOFF_BASE_S = 1.0
+DEFAULT_BACKOFF_MAX_S = 60.0
+TOKEN_REFRESH_MARGIN_S = 60
+"""Ask for a new access token this long before the current one expires."""
+MAX_AUTH_REPLAYS = 3
+"""New tokens tried in a row after 601/602 before the call gives up."""
+
+TRANSIENT_ERROR_CODES: FrozenSet[str] = frozenset({"604", "606", "608", "611", "615", "713"})
+TOKEN_ERROR_CODES: FrozenSet[str] = frozenset({"601", "602"})
+
+LEAD_CHANGE_TYPE_IDS = (12, 13)
+DELETE_LEAD_TYPE_ID = 37
+DEDICATED_STREAM_TYPE_IDS: FrozenSet[int] = frozenset({*LEAD_CHANGE_TYPE_IDS, DELETE_LEAD_TYPE_ID})
+"""Types read by `lead_changes` and `deleted_leads`; `activities` skips them unless asked by id."""
+
+ACTIVITY_TABLE_PREFIX = "activity_"
+ATTRIBUTE_COLLISION_PREFIX = "attribute_"
+"""An attribute whose column name equals a base column is loaded as `attribute_<name>`."""
+VARIANT_SUFFIX = "__v_text"
+"""A value that does not fit its declared type lands as text in `<column>__v_text` (dlt's variant naming)."""
+
+MARKETO_TO_DLT_TYPE: Dict[str, str] = {
+    "integer": "bigint",
+    "score": "bigint",
+    "float": "double",
+    "currency": "double",
+    "percent": "double",
+    "boolean": "bool",
+    "date": "date",
+    "datetime": "timestamp",
+}
+"""Marketo attribute data types with a typed column; every other type loads as text."""
+
+FLUSH_ROWS = 20_000
+"""Rows buffered per table before they are handed to dlt as one Arrow table."""

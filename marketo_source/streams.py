@@ -1,0 +1,222 @@
+"""Paging and state: where each stream resumes, and how its pages are fetched.
+
+A *cursor* is the saved position of one activity type (or of a whole stream) in dlt state:
+the last `nextPageToken` and the newest activityDate seen. A *chain* is one sequence of page
+calls: cursors that share a position and the same filters are read together, at most 10 types
+per call. Chains run concurrently up to the client's concurrency; within a chain pages follow
+each other, because each page's token comes from the one before.
+"""
+
+import logging
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+from marketo_source import settings
+from marketo_source.client import MarketoClient
+from marketo_source.errors import (
+    MarketoListTooLarge,
+    MarketoQuotaExceeded,
+    MarketoRequestError,
+)
+from marketo_source.schema import parse_timestamp
+
+logger = logging.getLogger("marketo_source")
+
+Cursor = Dict[str, Any]
+"""A saved position in dlt state: {"token": nextPageToken or None, "newest": ISO datetime or None}."""
+
+
+class PagingTokens:
+    """Asks Get Paging Token once per distinct start time and shares the answer.
+
+    A date-based token depends only on its datetime, so one serves every endpoint and every
+    type filter that starts there.
+    """
+
+    def __init__(self, client: MarketoClient) -> None:
+        self._client = client
+        self._tokens: Dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def since(self, moment: datetime) -> str:
+        key = moment.isoformat()
+        with self._lock:
+            if key not in self._tokens:
+                answer = self._client.get(
+                    settings.PAGING_TOKEN_PATH,
+                    {"sinceDatetime": key},
+                    timeout=self._client.paging_token_timeout_s,
+                )
+                self._tokens[key] = answer["nextPageToken"]
+            return self._tokens[key]
+
+
+@dataclass
+class Chain:
+    """One sequence of page calls and the cursors it advances."""
+
+    path: str
+    params: Dict[str, str]
+    cursors: List[Cursor]
+    start: datetime
+    """Where a fresh token starts: the first run's start, or the lookback's restart."""
+    token: Optional[str] = None
+    token_is_fresh: bool = False
+    newest: Optional[datetime] = None
+
+    def __post_init__(self) -> None:
+        self.newest = _max_newest(self.cursors)
+
+    def advance(self, page: "Page") -> None:
+        """Moves the chain and its cursors past `page`."""
+        self.token, self.token_is_fresh = page.next_token, False
+        if page.newest is not None and (self.newest is None or page.newest > self.newest):
+            self.newest = page.newest
+        for cursor in self.cursors:
+            cursor["token"] = self.token
+            if self.newest is not None:
+                cursor["newest"] = self.newest.isoformat()
+
+
+@dataclass
+class Page:
+    chain: Chain
+    records: List[Dict[str, Any]]
+    next_token: str
+    more: bool
+    newest: Optional[datetime] = field(default=None)
+
+
+def chains_for_cursors(
+    path: str,
+    cursors: Dict[str, Cursor],
+    params: Dict[str, str],
+    start: datetime,
+    lookback: Optional[timedelta] = None,
+    group_param: Optional[str] = None,
+) -> List[Chain]:
+    """Groups cursors that stand at the same position into chains.
+
+    Args:
+        path: The endpoint the chains read.
+        cursors: Cursor per key; with `group_param`, the key is the value sent in that parameter
+            (an activity type id) and at most 10 keys share a chain.
+        params: Filters every call of these chains sends.
+        start: The first run's start; cursors with no token begin there.
+        lookback: With a lookback, cursors restart from their newest activityDate minus it.
+        group_param: The parameter listing the grouped keys (`activityTypeIds`), if any.
+    """
+    by_position: Dict[Any, List[str]] = {}
+    for key, cursor in cursors.items():
+        by_position.setdefault(_position(cursor, start, lookback), []).append(key)
+    size = settings.MAX_TYPES_PER_CALL if group_param else max(1, len(cursors))
+    chains = []
+    for (token, chain_start), keys in by_position.items():
+        for first in range(0, len(keys), size):
+            group = keys[first : first + size]
+            chain_params = {**params, group_param: ",".join(group)} if group_param else dict(params)
+            chains.append(Chain(path, chain_params, [cursors[k] for k in group], chain_start, token))
+    return chains
+
+
+def _position(cursor: Cursor, start: datetime, lookback: Optional[timedelta]) -> Any:
+    if lookback and cursor.get("newest"):
+        return None, parse_timestamp(cursor["newest"]) - lookback
+    return cursor.get("token"), start
+
+
+def fetch_page(client: MarketoClient, tokens: PagingTokens, chain: Chain) -> Page:
+    """Reads the chain's next page; falls back to a fresh token once if Marketo refuses a saved one."""
+    if chain.token is None:
+        chain.token, chain.token_is_fresh = tokens.since(chain.start), True
+    try:
+        answer = client.get(chain.path, {**chain.params, "nextPageToken": chain.token})
+    except MarketoRequestError as error:
+        if error.code != "1003":
+            raise
+        if chain.token_is_fresh:
+            raise _explain_1003(error, chain) from None
+        logger.warning(
+            "Marketo refused the saved paging token of %s (%s); restarting from %s. Rows read "
+            "again are merged on marketo_guid.",
+            chain.path, error, chain.newest or chain.start,
+        )
+        chain.token, chain.start = None, chain.newest or chain.start
+        return fetch_page(client, tokens, chain)
+    records = answer.get("result") or []
+    return Page(chain, records, answer["nextPageToken"], bool(answer.get("moreResult")), _newest(records))
+
+
+def _explain_1003(error: MarketoRequestError, chain: Chain) -> MarketoRequestError:
+    if "listId" in chain.params:
+        return MarketoListTooLarge(
+            f"{error} Marketo refuses a list_id whose list holds 10,000 or more leads. Split the "
+            "list into smaller static lists, or pass lead_ids instead.",
+            code=error.code,
+            endpoint=error.endpoint,
+        )
+    return error
+
+
+def read_chains(
+    client: MarketoClient, tokens: PagingTokens, chains: Sequence[Chain], max_workers: int
+) -> Iterator[Page]:
+    """Yields every page of every chain, running chains concurrently.
+
+    Pages come in the order they arrive. When the daily quota runs out, the pages already in
+    flight are still yielded, the chains stop where they are, and `MarketoQuotaExceeded` is raised
+    at the end, so that the caller can keep everything read so far.
+    """
+    fetch: Callable[[Chain], Page] = lambda chain: fetch_page(client, tokens, chain)  # noqa: E731
+    stop: Optional[BaseException] = None
+    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="marketo") as pool:
+        running: Dict[Future[Page], Chain] = {pool.submit(fetch, chain): chain for chain in chains}
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                chain = running.pop(future)
+                try:
+                    page = future.result()
+                except MarketoQuotaExceeded as error:
+                    stop = stop or error
+                    continue
+                except BaseException as error:  # noqa: B036 - re-raised once in-flight pages are kept
+                    stop = error if stop is None or isinstance(stop, MarketoQuotaExceeded) else stop
+                    continue
+                chain.advance(page)
+                yield page
+                if page.more and stop is None:
+                    running[pool.submit(fetch, chain)] = chain
+    if stop is not None:
+        raise stop
+
+
+def _newest(records: Sequence[Dict[str, Any]]) -> Optional[datetime]:
+    newest = None
+    for record in records:
+        try:
+            moment = parse_timestamp(record.get("activityDate"))
+        except ValueError:
+            continue
+        if newest is None or moment > newest:
+            newest = moment
+    return newest
+
+
+def _max_newest(cursors: Sequence[Cursor]) -> Optional[datetime]:
+    moments = [parse_timestamp(c["newest"]) for c in cursors if c.get("newest")]
+    return max(moments) if moments else None
+
+
+__all__ = [
+    "Chain",
+    "Cursor",
+    "Page",
+    "PagingTokens",
+    "chains_for_cursors",
+    "fetch_page",
+    "read_chains",
+]

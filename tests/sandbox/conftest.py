@@ -1,0 +1,40 @@
+"""Fixtures for the sandbox tests: a sandbox with fixed data and a client for it (real HTTP on 127.0.0.1)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+from sandbox_helpers import TEST_DATA, Api
+
+from marketo_source.sandbox import Limits, MarketoSandbox
+
+
+@pytest.fixture
+def start_sandbox(marketo_sandbox_factory: Callable[..., MarketoSandbox]) -> Callable[..., MarketoSandbox]:
+    """Start a sandbox with the test data (no rate limit unless given); stopped at teardown."""
+
+    def start(**kwargs: Any) -> MarketoSandbox:
+        kwargs.setdefault("data", TEST_DATA)
+        kwargs.setdefault("limits", Limits(calls_per_window=None))
+        return marketo_sandbox_factory(**kwargs)
+
+    return start
+
+
+@pytest.fixture
+def sandbox(start_sandbox: Callable[..., MarketoSandbox]) -> MarketoSandbox:
+    """A started sandbox with the test data and no rate limit."""
+    return start_sandbox()
+
+
+@pytest.fixture
+def api(sandbox: MarketoSandbox) -> Api:
+    """A client for `sandbox`, already holding a token."""
+    return Api(sandbox)
+
+
+@pytest.fixture
+def client_for() -> Callable[[MarketoSandbox], Api]:
+    """Build a client for another sandbox."""
+    return Api

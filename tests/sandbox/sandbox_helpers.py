@@ -1,0 +1,78 @@
+"""Shared pieces of the sandbox tests: fixed test data and a small HTTP client.
+
+Every test talks to the sandbox over real HTTP on 127.0.0.1; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import requests
+
+from marketo_source.sandbox import DataSpec, MarketoSandbox
+
+START = "2026-10-01T00:00:00Z"
+TEST_DATA = DataSpec(seed=7, leads=60, activities=2000, days=30, start_date=START)
+# Ten standard ids: a single activities.json call may filter on at most ten types.
+DENSE_TYPES = (1, 2, 3, 6, 7, 10, 11, 12, 13, 22)
+
+
+class Api:
+    """A minimal Marketo client for tests: fetches a token, sends it as a Bearer header."""
+
+    def __init__(self, sandbox: MarketoSandbox) -> None:
+        self.sandbox = sandbox
+        self.base_url = sandbox.base_url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {self.token()}"
+
+    def token(self) -> str:
+        """A fresh access token from the identity service."""
+        return self.identity().json()["access_token"]
+
+    def identity(self, method: str = "GET", **overrides: str) -> requests.Response:
+        """Call the identity service with the sandbox credentials, some of them overridden."""
+        params = {"grant_type": "client_credentials", "client_id": self.sandbox.client_id,
+                  "client_secret": self.sandbox.client_secret, **overrides}
+        return requests.request(method, f"{self.base_url}/identity/oauth/token", params=params, timeout=10)
+
+    def get(self, path: str, **params: Any) -> dict[str, Any]:
+        """GET a REST path; returns the parsed envelope."""
+        return self.raw("GET", path, params=params).json()
+
+    def post(self, path: str, body: Any) -> dict[str, Any]:
+        """POST a JSON body to a REST path; returns the parsed envelope."""
+        return self.raw("POST", path, json=body).json()
+
+    def raw(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Any request with the token header; returns the raw response."""
+        return self.session.request(method, f"{self.base_url}{path}", timeout=10, **kwargs)
+
+    def paging_token(self, since: str = START) -> str:
+        """A date token from Get Paging Token."""
+        return self.get("/rest/v1/activities/pagingtoken.json", sinceDatetime=since)["nextPageToken"]
+
+    def pages(self, path: str, token: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every page of a read endpoint, following nextPageToken while moreResult is true."""
+        while True:
+            page = self.get(path, nextPageToken=token, **params)
+            assert page["success"], page
+            yield page
+            token = page["nextPageToken"]
+            if not page["moreResult"]:
+                return
+
+    def read_all(self, path: str, token: str, **params: Any) -> tuple[list[dict[str, Any]], str]:
+        """All records of a read endpoint and the final token."""
+        records: list[dict[str, Any]] = []
+        final = token
+        for page in self.pages(path, token, **params):
+            records += page["result"]
+            final = page["nextPageToken"]
+        return records, final
+
+
+def error_code(envelope: dict[str, Any]) -> str:
+    """The one error code of a failed envelope."""
+    assert envelope["success"] is False, f"expected an error answer, got success with {envelope.keys()}"
+    return envelope["errors"][0]["code"]

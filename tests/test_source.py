@@ -1,0 +1,277 @@
+"""The source against the sandbox over real HTTP: every table equals the sandbox's ground truth."""
+
+import time
+from typing import Any, Dict
+
+import pytest
+
+from marketo_source import MarketoClient
+from marketo_source.sandbox import MarketoSandbox
+from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS
+
+from tests.helpers import FAST_CLIENT, source_for, table_names, table_rows
+from tests.expected import (
+    attribute_types,
+    by_guid,
+    expected_row,
+    normalized,
+    records_of_types,
+    snake,
+    table_of,
+    utc,
+)
+
+
+def assert_activities_match(pipeline: Any, truth: Dict[str, Any], type_ids: Any = None) -> int:
+    """Every activity table holds exactly the ground truth's records of its type; returns rows compared."""
+    types = {t["id"]: t for t in truth["activity_types"]}
+    wanted = type_ids or [t for t in types if t not in DEDICATED_STREAM_TYPE_IDS]
+    compared = 0
+    for type_id in wanted:
+        records = records_of_types(truth["activities"], [type_id])
+        table = table_of(types[type_id]["name"])
+        if not records:
+            assert table not in table_names(pipeline)
+            continue
+        loaded = by_guid(table_rows(pipeline, table))
+        assert set(loaded) == {r["marketoGUID"] for r in records}, table
+        column_types = attribute_types(truth["activity_types"], [type_id])
+        for record in records:
+            assert normalized(loaded[record["marketoGUID"]]) == expected_row(record, column_types)
+        compared += len(records)
+    return compared
+
+
+def assert_lead_changes_match(pipeline: Any, truth: Dict[str, Any]) -> None:
+    records = truth["lead_changes"]
+    loaded = by_guid(table_rows(pipeline, "lead_changes"))
+    assert set(loaded) == {r["marketoGUID"] for r in records}
+    column_types = attribute_types(truth["activity_types"], [12, 13])
+    for record in records:
+        assert normalized(loaded[record["marketoGUID"]]) == expected_row(record, column_types)
+    expected_fields = {
+        (r["marketoGUID"], f["id"]): (f["name"], f.get("oldValue"), f.get("newValue"), r["leadId"], utc(r["activityDate"]))
+        for r in records
+        for f in r.get("fields") or []
+    }
+    loaded_fields = {
+        (row["marketo_guid"], row["field_id"]): (
+            row["field_name"], row["old_value"], row["new_value"], row["lead_id"],
+            normalized(row)["activity_date"],
+        )
+        for row in table_rows(pipeline, "lead_field_changes")
+    }
+    assert loaded_fields == expected_fields
+    assert len(table_rows(pipeline, "lead_field_changes")) == len(expected_fields)
+
+
+def assert_deleted_leads_match(pipeline: Any, truth: Dict[str, Any]) -> None:
+    records = truth["deleted_leads"]
+    loaded = by_guid(table_rows(pipeline, "deleted_leads"))
+    assert set(loaded) == {r["marketoGUID"] for r in records}
+    column_types = attribute_types(truth["activity_types"], [37])
+    for record in records:
+        assert normalized(loaded[record["marketoGUID"]]) == expected_row(record, column_types)
+
+
+def assert_everything_matches(pipeline: Any, sandbox: MarketoSandbox) -> None:
+    truth = sandbox.ground_truth()
+    assert assert_activities_match(pipeline, truth) > 0
+    assert_lead_changes_match(pipeline, truth)
+    assert_deleted_leads_match(pipeline, truth)
+
+
+def test_first_run_loads_exactly_the_sandbox_records(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox))
+
+    assert_everything_matches(pipeline, sandbox)
+    truth = sandbox.ground_truth()
+    loaded_types = {row["id"]: row for row in table_rows(pipeline, "activity_types")}
+    assert set(loaded_types) == {t["id"] for t in truth["activity_types"]}
+    attributes = {(r["activity_type_id"], r["name"]): r["data_type"] for r in table_rows(pipeline, "activity_type_attributes")}
+    assert attributes == {(t["id"], a["name"]): a["dataType"] for t in truth["activity_types"] for a in t["attributes"]}
+    custom = {row["api_name"]: row for row in table_rows(pipeline, "custom_activity_types")}
+    assert set(custom) == {t["apiName"] for t in truth["custom_activity_types"]}
+
+
+def test_typed_columns_follow_the_activity_type_metadata(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox))
+    schema = pipeline.default_schema
+    expected_types = {"integer": "bigint", "float": "double", "currency": "double", "boolean": "bool",
+                      "date": "date", "datetime": "timestamp", "string": "text", "text": "text"}
+    checked = 0
+    for activity_type in sandbox.ground_truth()["activity_types"]:
+        table = table_of(activity_type["name"])
+        if table not in schema.tables:
+            continue
+        columns = schema.get_table_columns(table)
+        assert columns["marketo_guid"].get("primary_key") is True
+        assert columns["activity_date"]["data_type"] == "timestamp"
+        assert columns["id"]["data_type"] == "bigint"
+        for attribute in activity_type["attributes"]:
+            column = snake(attribute["name"])
+            if column in columns and attribute["dataType"] in expected_types:
+                assert columns[column]["data_type"] == expected_types[attribute["dataType"]], (table, column)
+                checked += 1
+    assert checked > 20
+
+
+def test_second_run_loads_exactly_the_new_activities(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox))
+    added = sandbox.add_activities(new=120, late=30)
+
+    pipeline.run(source_for(sandbox))
+
+    assert_everything_matches(pipeline, sandbox)
+    added_here = [r for r in added if r["activityTypeId"] not in DEDICATED_STREAM_TYPE_IDS]
+    loaded_now = pipeline.state["sources"]["marketo"]["resources"]["activities"]["last_run"]["records"]
+    assert loaded_now == len(added_here), "the second run read more than the new activities"
+
+
+def test_token_expiry_mid_run_gets_a_new_token(make_pipeline: Any) -> None:
+    from marketo_source.sandbox import DataSpec
+
+    with MarketoSandbox(data=DataSpec(seed=3, leads=40, activities=3000, days=10, start_date="2026-10-01T00:00:00Z"),
+                        block_size=300, token_ttl_s=0.5) as sandbox:
+        pipeline = make_pipeline()
+        pipeline.run(source_for(sandbox, max_concurrency=1))
+        assert sandbox.stats()["errors"].get("602", 0) >= 1, "the token never expired during the run"
+        assert_everything_matches(pipeline, sandbox)
+
+
+def test_quota_exhausted_mid_run_keeps_what_was_read_and_the_next_run_completes(
+    sandbox: MarketoSandbox, make_pipeline: Any
+) -> None:
+    sandbox.limits.daily_quota = 10
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox))  # must not raise
+
+    state = pipeline.state["sources"]["marketo"]["resources"]
+    assert any(r.get("last_run", {}).get("quota_exhausted") for r in state.values())
+    truth = sandbox.ground_truth()
+    partial = sum(len(table_rows(pipeline, t)) for t in table_names(pipeline) if t.startswith("activity_") and t != "activity_types" and not t.startswith("activity_type_"))
+    assert 0 < partial < len(records_of_types(truth["activities"], [t["id"] for t in truth["activity_types"] if t["id"] not in DEDICATED_STREAM_TYPE_IDS]))
+
+    sandbox.limits.daily_quota = None
+    sandbox.reset_quota()
+    pipeline.run(source_for(sandbox))
+    assert_everything_matches(pipeline, sandbox)
+
+
+def test_a_new_activity_type_is_read_from_start_without_rereading_the_others(
+    sandbox: MarketoSandbox, make_pipeline: Any
+) -> None:
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox))
+    client = MarketoClient(sandbox.base_url, sandbox.client_id, sandbox.client_secret, **FAST_CLIENT)
+    new_type = {
+        "apiName": "webinarWatched",
+        "name": "Watch Webinar",
+        "triggerName": "Watches Webinar",
+        "filterName": "Watched Webinar",
+        "primaryAttribute": {"apiName": "webinarName", "name": "Webinar Name", "dataType": "string"},
+    }
+    client.post("/v1/activities/external/type.json", new_type)
+    client.post("/v1/activities/external/type/webinarWatched/attributes/create.json",
+                {"attributes": [{"apiName": "minutes", "name": "Minutes Watched", "dataType": "integer"}]})
+    type_id = client.post("/v1/activities/external/type/webinarWatched/approve.json", {})["result"][0]["id"]
+    leads = sorted({r["leadId"] for r in sandbox.ground_truth()["activities"]})[:10]
+    pushed = client.post("/v1/activities/external.json", {"input": [
+        {"leadId": lead, "activityDate": "2026-10-03T10:00:00Z", "activityTypeId": type_id,
+         "primaryAttributeValue": f"Webinar {lead}", "attributes": [{"apiName": "minutes", "value": lead * 3}]}
+        for lead in leads
+    ]})["result"]
+    added = [r for r in pushed if r["status"] == "added"]
+    added_leads = [lead for lead, r in zip(leads, pushed) if r["status"] == "added"]
+    assert added
+
+    pipeline.run(source_for(sandbox))
+
+    assert_everything_matches(pipeline, sandbox)
+    loaded = table_rows(pipeline, "activity_watch_webinar")
+    assert {r["marketo_guid"] for r in loaded} == {r["marketoGUID"] for r in added}
+    assert sorted(r["minutes_watched"] for r in loaded) == [lead * 3 for lead in added_leads]
+    loaded_now = pipeline.state["sources"]["marketo"]["resources"]["activities"]["last_run"]["records"]
+    assert loaded_now == len(added), "the other types were read again"
+
+
+def test_more_than_30_lead_ids_are_split_and_kept_apart_from_unfiltered_state(
+    sandbox: MarketoSandbox, make_pipeline: Any
+) -> None:
+    lead_ids = sorted({r["leadId"] for r in sandbox.ground_truth()["activities"]})[:45]
+    assert len(lead_ids) == 45
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox, lead_ids=lead_ids))
+
+    truth = sandbox.ground_truth()
+    wanted = {t["id"] for t in truth["activity_types"] if t["id"] not in DEDICATED_STREAM_TYPE_IDS}
+    expected = {r["marketoGUID"] for r in truth["activities"] if r["leadId"] in lead_ids and r["activityTypeId"] in wanted}
+    loaded = set()
+    for table in table_names(pipeline):
+        if table.startswith("activity_") and not table.startswith("activity_type"):
+            loaded |= set(by_guid(table_rows(pipeline, table)))
+    assert loaded == expected
+    changes = {r["marketoGUID"] for r in truth["lead_changes"] if r["leadId"] in lead_ids}
+    assert set(by_guid(table_rows(pipeline, "lead_changes"))) == changes
+
+    state = pipeline.state["sources"]["marketo"]["resources"]["activities"]
+    assert "all" not in state and len([k for k in state if k.startswith("leads:")]) == 2
+
+    pipeline.run(source_for(sandbox))  # an unfiltered run starts its own position and completes the set
+    assert_everything_matches(pipeline, sandbox)
+
+
+def test_both_date_styles_load_as_the_same_utc_instant(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    truth = sandbox.ground_truth()
+    styles = {"Z" if r["activityDate"].endswith("Z") else "+0000" for r in truth["activities"]}
+    assert styles == {"Z", "+0000"}, "the sandbox should serve both date styles"
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox))
+    assert_activities_match(pipeline, truth)  # activity_date compared as UTC instants, both styles
+
+
+def test_configured_only_through_environment_variables(make_pipeline: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from marketo_source import marketo_source
+    from marketo_source.sandbox import DataSpec
+
+    with MarketoSandbox(data=DataSpec(seed=99, leads=30, activities=1500, days=5, start_date="2026-09-01T00:00:00Z"),
+                        client_id="another-id", client_secret="another-secret") as unseen:
+        monkeypatch.setenv("SOURCES__MARKETO__BASE_URL", unseen.base_url + "/rest")
+        monkeypatch.setenv("SOURCES__MARKETO__CLIENT_ID", unseen.client_id)
+        monkeypatch.setenv("SOURCES__MARKETO__CLIENT_SECRET", unseen.client_secret)
+        monkeypatch.setenv("SOURCES__MARKETO__START_DATE", "2026-09-01T00:00:00Z")
+        monkeypatch.setenv("SOURCES__MARKETO__RATE_LIMIT_CALLS", "1000")
+        monkeypatch.setenv("SOURCES__MARKETO__RATE_LIMIT_PERIOD_S", "1")
+        pipeline = make_pipeline()
+        pipeline.run(marketo_source())
+        assert_everything_matches(pipeline, unseen)
+
+
+def test_saved_token_refused_falls_back_to_the_saved_datetime(make_pipeline: Any) -> None:
+    from marketo_source.sandbox import DataSpec
+
+    data = DataSpec(seed=5, leads=40, activities=2000, days=10, start_date="2026-10-01T00:00:00Z")
+    with MarketoSandbox(data=data, paging_token_ttl_s=1.0) as sandbox:
+        pipeline = make_pipeline()
+        pipeline.run(source_for(sandbox))
+        time.sleep(1.2)  # every saved token is now too old for the sandbox
+        sandbox.add_activities(new=40, late=0)
+        pipeline.run(source_for(sandbox))
+        assert_everything_matches(pipeline, sandbox)
+
+
+def test_lead_change_fields_limit_the_changes_read(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    truth = sandbox.ground_truth()
+    changed = sorted({f["name"] for r in truth["lead_changes"] for f in r.get("fields") or [] if r["activityTypeId"] == 13})
+    chosen = changed[:2]
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox, lead_change_fields=chosen))
+    loaded = table_rows(pipeline, "lead_changes")
+    assert {r["activity_type_id"] for r in loaded} == {12, 13}
+    field_names = {r["field_name"] for r in table_rows(pipeline, "lead_field_changes")}
+    assert field_names and field_names <= set(chosen)
+    expected_13 = {r["marketoGUID"] for r in truth["lead_changes"] if r["activityTypeId"] == 13 and any(f["name"] in chosen for f in r["fields"])}
+    assert {r["marketo_guid"] for r in loaded if r["activity_type_id"] == 13} == expected_13
