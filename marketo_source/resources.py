@@ -253,10 +253,15 @@ def _read_stream(run: MarketoRun, stream: str, chains: Sequence[Any], tables_of_
 
 
 def _split_unkeyed(records: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], Rejects]:
-    keyed = [r for r in records if isinstance(r.get("marketoGUID"), str) and r["marketoGUID"]]
-    if len(keyed) == len(records):
-        return records, []
-    return keyed, [(r, f"no {KEY_COLUMN} (marketoGUID)") for r in records if r not in keyed]
+    keyed: List[Dict[str, Any]] = []
+    rejects: Rejects = []
+    for record in records:
+        guid = record.get("marketoGUID")
+        if isinstance(guid, str) and guid:
+            keyed.append(record)
+        else:
+            rejects.append((record, f"no {KEY_COLUMN} (marketoGUID)"))
+    return keyed, rejects
 
 
 class _TableBuffer:

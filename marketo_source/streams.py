@@ -12,7 +12,8 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from functools import partial
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from marketo_source import settings
 from marketo_source.client import MarketoClient
@@ -170,7 +171,7 @@ def read_chains(
     flight are still yielded, the chains stop where they are, and `MarketoQuotaExceeded` is raised
     at the end, so that the caller can keep everything read so far.
     """
-    fetch: Callable[[Chain], Page] = lambda chain: fetch_page(client, tokens, chain)  # noqa: E731
+    fetch = partial(fetch_page, client, tokens)
     stop: Optional[BaseException] = None
     with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="marketo") as pool:
         running: Dict[Future[Page], Chain] = {pool.submit(fetch, chain): chain for chain in chains}
@@ -210,13 +211,3 @@ def _max_newest(cursors: Sequence[Cursor]) -> Optional[datetime]:
     moments = [parse_timestamp(c["newest"]) for c in cursors if c.get("newest")]
     return max(moments) if moments else None
 
-
-__all__ = [
-    "Chain",
-    "Cursor",
-    "Page",
-    "PagingTokens",
-    "chains_for_cursors",
-    "fetch_page",
-    "read_chains",
-]

@@ -8,6 +8,7 @@ Run it on a schedule: each run resumes where the last one stopped.
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Dict
 
 import dlt
@@ -48,18 +49,18 @@ def _run_against_sandbox(args: argparse.Namespace) -> int:
             client_secret=sandbox.client_secret,
             **({"start_date": data.start_date} | _overrides(args)),
         )
-        return _run(args, source, default_name="marketo_sandbox")
+        # Each start is a new instance: its tokens mean nothing to state saved from another one.
+        return _run(args, source, default_name="marketo_sandbox", refresh="drop_sources")
 
 
-def _run(args: argparse.Namespace, source: Any, default_name: str = "marketo") -> int:
-    pipeline = dlt.pipeline(
-        pipeline_name=args.pipeline_name or default_name,
-        destination=args.destination,
-        dataset_name=args.dataset,
-        progress="log",
-    )
+def _run(args: argparse.Namespace, source: Any, default_name: str = "marketo", refresh: Any = None) -> int:
+    name = args.pipeline_name or default_name
+    destination: Any = args.destination
+    if destination == "duckdb":
+        destination = dlt.destinations.duckdb(str(Path.cwd() / f"{name}.duckdb"))
+    pipeline = dlt.pipeline(pipeline_name=name, destination=destination, dataset_name=args.dataset)
     try:
-        pipeline.run(source)
+        pipeline.run(source, refresh=refresh)
     except Exception as error:  # dlt wraps the source's errors; show the one that says what to do
         cause = _marketo_cause(error)
         print(f"Run failed: {cause or error}", file=sys.stderr)

@@ -4,8 +4,9 @@ import time
 from typing import Any, Dict
 
 import pytest
+from dlt.pipeline.exceptions import PipelineStepFailed
 
-from marketo_source import MarketoClient
+from marketo_source import MarketoClient, MarketoConfigurationError
 from marketo_source.sandbox import MarketoSandbox
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS
 
@@ -275,3 +276,12 @@ def test_lead_change_fields_limit_the_changes_read(sandbox: MarketoSandbox, make
     assert field_names and field_names <= set(chosen)
     expected_13 = {r["marketoGUID"] for r in truth["lead_changes"] if r["activityTypeId"] == 13 and any(f["name"] in chosen for f in r["fields"])}
     assert {r["marketo_guid"] for r in loaded if r["activity_type_id"] == 13} == expected_13
+
+
+def test_unknown_activity_type_ids_are_named(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    with pytest.raises(PipelineStepFailed) as raised:
+        make_pipeline().run(source_for(sandbox, activity_type_ids=[1, 424242]))
+    cause = raised.value.__cause__
+    while cause is not None and not isinstance(cause, MarketoConfigurationError):
+        cause = cause.__cause__ or cause.__context__
+    assert cause is not None and "activity_type_ids lists [424242]" in str(cause)

@@ -89,12 +89,12 @@ class MarketoSandbox:
 
     def stop(self) -> None:
         """Stop serving; slow answers in progress end early."""
-        if self.server is None:
+        server, self.server = self.server, None  # taken first, so a second concurrent stop() does nothing
+        if server is None:
             return
         self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.server = None
+        server.shutdown()
+        server.server_close()
 
     def __enter__(self) -> MarketoSandbox:
         return self.start()

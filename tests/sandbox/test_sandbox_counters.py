@@ -1,0 +1,68 @@
+"""Counters, ground truth, add_activities and the admin endpoints (behaviours 6 and 9)."""
+
+from __future__ import annotations
+
+import requests
+from sandbox_helpers import Api, error_code
+
+from marketo_source.sandbox import DataSpec, MarketoSandbox
+
+TYPES = "/rest/v1/activities/types.json"
+
+
+def test_stats_count_calls_per_endpoint_and_errors(api: Api) -> None:
+    api.get(TYPES)
+    api.get("/rest/v1/activities/pagingtoken.json", sinceDatetime="")
+    stats = api.sandbox.stats()
+    assert stats["calls"] == {"identity": 1, "activity_types": 1, "paging_token": 1}
+    assert stats["errors"] == {"701": 1}
+    assert stats["rest_calls"] == 2 and stats["quota_used"] == 2 and stats["max_concurrent_seen"] == 1
+    api.sandbox.reset_stats()
+    assert api.sandbox.stats()["calls"] == {} and api.sandbox.stats()["rest_calls"] == 0
+
+
+def test_ground_truth_has_every_collection(sandbox: MarketoSandbox) -> None:
+    truth = sandbox.ground_truth()
+    assert len(truth["activities"]) == sandbox.data.activities
+    assert {r["activityTypeId"] for r in truth["lead_changes"]} == {12, 13}
+    assert [r for r in truth["activities"] if r["activityTypeId"] == 37] == truth["deleted_leads"]
+    assert {t["apiName"] for t in truth["custom_activity_types"]} == {"attendConference", "productUsage"}
+    assert len(truth["activity_types"]) == 18 and len(truth["lead_fields"]) >= 30
+
+
+def test_add_activities_appends_new_and_late_records(sandbox: MarketoSandbox) -> None:
+    before = sandbox.ground_truth()["activities"]
+    newest = max(r["activityDate"][:19] for r in before)
+    added = sandbox.add_activities(new=4, late=3)
+    assert sandbox.ground_truth()["activities"] == before + added
+    assert all(r["activityDate"][:19] > newest for r in added[:4])
+    assert all(r["activityDate"][:19] <= newest for r in added[4:])
+
+
+def test_add_activities_is_deterministic_per_seed() -> None:
+    data = DataSpec(seed=3, leads=20, activities=300, start_date="2026-10-01")
+    first, second = MarketoSandbox(data=data), MarketoSandbox(data=data)
+    assert first.add_activities(5, 5) == second.add_activities(5, 5)
+
+
+def test_auto_add_keeps_adding_while_serving(start_sandbox) -> None:
+    sandbox = start_sandbox(data=DataSpec(seed=3, leads=20, activities=300, start_date="2026-10-01",
+                                          auto_add=(2, 3, 1)))
+    api = Api(sandbox)
+    for _ in range(4):
+        api.get(TYPES)
+    assert len(sandbox.ground_truth()["activities"]) == 300 + 2 * 4
+
+
+def test_admin_endpoints_serve_other_processes(api: Api) -> None:
+    admin = f"{api.base_url}/_sandbox"
+    api.get(TYPES)
+    assert requests.get(f"{admin}/stats", timeout=10).json()["calls"]["activity_types"] == 1
+    added = requests.post(f"{admin}/add-activities", json={"new": 2, "late": 1}, timeout=10).json()
+    assert len(added) == 3
+    truth = requests.get(f"{admin}/ground-truth", timeout=10).json()
+    assert truth["activities"][-3:] == added
+    assert requests.post(f"{admin}/reset-stats", timeout=10).json() == {"ok": True}
+    assert requests.get(f"{admin}/stats", timeout=10).json()["rest_calls"] == 0
+    assert requests.get(f"{admin}/nothing", timeout=10).status_code == 404
+    assert error_code(api.get("/rest/v1/activities.json", nextPageToken="x", activityTypeIds="1")) == "1003"

@@ -1,0 +1,171 @@
+"""The HTTP client against the sandbox: retries, new tokens, limits, long queries and clear errors."""
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from marketo_source import (
+    MarketoAuthError,
+    MarketoClient,
+    MarketoConfigurationError,
+    MarketoQuotaExceeded,
+    MarketoRequestError,
+    MarketoTransientError,
+    marketo_source,
+)
+from marketo_source.sandbox import Fault, Limits, MarketoSandbox
+from marketo_source.settings import ACTIVITY_TYPES_PATH, LEAD_CHANGES_PATH, PAGING_TOKEN_PATH
+
+from tests.helpers import FAST_CLIENT
+
+QUICK_RETRIES = dict(FAST_CLIENT, max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.05)
+
+
+def client_for(sandbox: MarketoSandbox, base_url: str = "", **kwargs: Any) -> MarketoClient:
+    url = base_url or sandbox.base_url
+    return MarketoClient(url, sandbox.client_id, sandbox.client_secret, **{**QUICK_RETRIES, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "kind", ["604", "606", "608", "611", "615", "713", "http500", "http502", "truncated", "reset"]
+)
+def test_transient_failures_are_retried(sandbox: MarketoSandbox, kind: str) -> None:
+    sandbox.set_faults([Fault(kind, calls=(1, 2))])
+    client = client_for(sandbox)
+
+    answer = client.get(ACTIVITY_TYPES_PATH)
+
+    assert answer["success"] is True and answer["result"]
+    assert sandbox.stats()["faults_injected"].get(kind) == 2
+    assert sum(client.retries.values()) == 2
+    assert client.calls[ACTIVITY_TYPES_PATH] == 3
+
+
+def test_an_answer_slower_than_the_timeout_is_retried(sandbox: MarketoSandbox) -> None:
+    sandbox.set_faults([Fault("slow", calls=(1,), slow_s=3.0)])
+    client = client_for(sandbox, read_timeout_s=0.5)
+
+    assert client.get(ACTIVITY_TYPES_PATH)["success"] is True
+    assert client.retries == {"ReadTimeout": 1}
+
+
+def test_transient_failures_past_the_last_attempt_raise_a_clear_error(sandbox: MarketoSandbox) -> None:
+    sandbox.set_faults([Fault("606", probability=1.0)])
+    with pytest.raises(MarketoTransientError, match="still failed after 3 attempts"):
+        client_for(sandbox).get(ACTIVITY_TYPES_PATH)
+
+
+@pytest.mark.parametrize("kind", ["601", "602"])
+def test_a_refused_token_is_replaced_and_the_call_replayed(sandbox: MarketoSandbox, kind: str) -> None:
+    client = client_for(sandbox)
+    client.get(ACTIVITY_TYPES_PATH)
+    sandbox.set_faults([Fault(kind, calls=(2,))])
+
+    assert client.get(ACTIVITY_TYPES_PATH)["success"] is True
+    assert sandbox.stats()["calls"]["identity"] == 2
+    assert not client.retries
+
+
+def test_an_expired_token_is_replaced(sandbox: MarketoSandbox) -> None:
+    client = client_for(sandbox)
+    client.get(ACTIVITY_TYPES_PATH)
+    sandbox.expire_tokens()
+
+    assert client.get(ACTIVITY_TYPES_PATH)["success"] is True
+    assert sandbox.stats()["errors"].get("602") == 1
+
+
+def test_wrong_credentials_raise_an_auth_error_without_the_secret(sandbox: MarketoSandbox) -> None:
+    client = MarketoClient(sandbox.base_url, sandbox.client_id, "wrong-secret-value", **QUICK_RETRIES)
+    with pytest.raises(MarketoAuthError) as raised:
+        client.get(ACTIVITY_TYPES_PATH)
+    assert "client_secret" in str(raised.value)
+    assert "wrong-secret-value" not in str(raised.value) and "wrong-secret-value" not in repr(raised.value)
+
+
+def test_a_base_url_that_is_not_marketo_is_named(sandbox: MarketoSandbox) -> None:
+    client = MarketoClient(sandbox.base_url + "/not-marketo", sandbox.client_id, sandbox.client_secret, **QUICK_RETRIES)
+    with pytest.raises(MarketoConfigurationError, match="base_url"):
+        client.get(ACTIVITY_TYPES_PATH)
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/rest", "/rest/", "/identity"])
+def test_the_rest_and_identity_urls_from_marketo_admin_work_as_base_url(sandbox: MarketoSandbox, suffix: str) -> None:
+    assert client_for(sandbox, base_url=sandbox.base_url + suffix).get(ACTIVITY_TYPES_PATH)["success"]
+
+
+def test_a_query_over_8_kb_goes_as_post_with_method_get(sandbox: MarketoSandbox) -> None:
+    client = client_for(sandbox)
+    token = client.get(PAGING_TOKEN_PATH, {"sinceDatetime": "2026-10-01T00:00:00Z"})["nextPageToken"]
+    fields = ",".join(["firstName", "lastName", "email"] * 600)
+    params = {"nextPageToken": token, "fields": fields}
+    plain = requests.get(
+        f"{sandbox.base_url}/rest{LEAD_CHANGES_PATH}",
+        params=params,
+        headers={"Authorization": f"Bearer {client.auth.current_token()}"},
+        timeout=10,
+    )
+    assert plain.status_code == 414
+
+    answer = client.get(LEAD_CHANGES_PATH, params)
+
+    assert answer["success"] is True and "nextPageToken" in answer
+
+
+def test_the_limiter_keeps_calls_within_the_window(sandbox: MarketoSandbox) -> None:
+    sandbox.limits = Limits(calls_per_window=10, window_s=1.0, max_concurrent=10, daily_quota=None)
+    client = client_for(sandbox, rate_limit_calls=10, rate_limit_period_s=1.0)
+    started = time.monotonic()
+    for _ in range(25):
+        client.get(ACTIVITY_TYPES_PATH)
+    assert sandbox.stats()["errors"].get("606", 0) == 0
+    assert time.monotonic() - started >= 2.0  # 25 calls at 10 per second need two full windows
+
+
+def test_the_limiter_caps_calls_in_flight(sandbox: MarketoSandbox) -> None:
+    sandbox.limits = Limits(calls_per_window=None, max_concurrent=3, daily_quota=None, latency_s=0.05)
+    client = client_for(sandbox, max_concurrency=3)
+    threads = [threading.Thread(target=lambda: [client.get(ACTIVITY_TYPES_PATH) for _ in range(3)]) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = sandbox.stats()
+    assert stats["errors"].get("615", 0) == 0
+    assert stats["max_concurrent_seen"] == 3
+
+
+def test_quota_exhaustion_is_its_own_error(sandbox: MarketoSandbox) -> None:
+    sandbox.limits.daily_quota = 1
+    client = client_for(sandbox)
+    client.get(ACTIVITY_TYPES_PATH)
+    with pytest.raises(MarketoQuotaExceeded, match="midnight US Central"):
+        client.get(ACTIVITY_TYPES_PATH)
+
+
+def test_a_rejected_parameter_names_marketos_code(sandbox: MarketoSandbox) -> None:
+    with pytest.raises(MarketoRequestError) as raised:
+        client_for(sandbox).get(PAGING_TOKEN_PATH, {"sinceDatetime": "not a date"})
+    assert raised.value.code == "704"
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("lead_ids", ["12a"], "lead_ids holds '12a'"),
+        ("activity_type_ids", [1, "two"], "activity_type_ids holds 'two'"),
+        ("start_date", "2999-01-01", "start_date '2999-01-01' lies in the future"),
+        ("start_date", "last tuesday", "start_date 'last tuesday' is not a date"),
+        ("max_concurrency", 11, "max_concurrency must be between 1 and 10"),
+        ("rate_limit_calls", 0, "rate_limit_calls must be a positive"),
+        ("base_url", "123-ABC-456.mktorest.com", "is not an http"),
+        ("client_secret", "", "client_secret is not set"),
+    ],
+)
+def test_bad_settings_are_named(sandbox: MarketoSandbox, setting: str, value: Any, message: str) -> None:
+    settings = dict(base_url=sandbox.base_url, client_id=sandbox.client_id, client_secret=sandbox.client_secret)
+    with pytest.raises(MarketoConfigurationError, match=message):
+        marketo_source(**{**settings, setting: value})
