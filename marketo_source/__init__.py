@@ -32,7 +32,7 @@ from marketo_source.errors import (
     MarketoTransientError,
 )
 from marketo_source.options import parse_read_options
-from marketo_source.streams import PagingTokens
+from marketo_source.streams import PagingTokens, RunBudget, stop_reason_for
 
 logger = logging.getLogger("marketo_source")
 
@@ -55,6 +55,11 @@ def marketo_source(
     paging_token_timeout_s: float = settings.DEFAULT_PAGING_TOKEN_TIMEOUT_S,
     write_timeout_s: float = settings.DEFAULT_WRITE_TIMEOUT_S,
     max_attempts: int = settings.DEFAULT_MAX_ATTEMPTS,
+    backoff_base_s: float = settings.DEFAULT_BACKOFF_BASE_S,
+    backoff_max_s: float = settings.DEFAULT_BACKOFF_MAX_S,
+    max_calls_per_run: Optional[int] = None,
+    max_pages_per_run: Optional[int] = None,
+    max_seconds_per_run: Optional[float] = None,
 ) -> List[DltResource]:
     """Marketo activity types, activities, lead changes and deleted leads, read incrementally.
 
@@ -82,6 +87,13 @@ def marketo_source(
         paging_token_timeout_s: Timeout of Get Paging Token.
         write_timeout_s: Timeout of Add Custom Activities.
         max_attempts: Attempts per call on transient failures.
+        backoff_base_s: First wait between attempts; it doubles each attempt, with jitter.
+        backoff_max_s: Longest wait between attempts.
+        max_calls_per_run: Stop starting new page calls once this run made this many calls.
+        max_pages_per_run: Stop starting new page calls once this run read this many pages.
+        max_seconds_per_run: Stop starting new page calls after this many seconds. With any of
+            the three, a long backfill loads in steps: each run keeps what it read and the next
+            continues from there.
 
     Returns:
         The resources `activity_types`, `custom_activity_types`, `activities`, `lead_changes`
@@ -101,11 +113,14 @@ def marketo_source(
         paging_token_timeout_s=paging_token_timeout_s,
         write_timeout_s=write_timeout_s,
         max_attempts=max_attempts,
+        backoff_base_s=backoff_base_s,
+        backoff_max_s=backoff_max_s,
     )
-    run = resources.MarketoRun(client, Catalog(client), PagingTokens(client), options, max_concurrency)
+    budget = RunBudget(max_calls_per_run, max_pages_per_run, max_seconds_per_run)
+    run = resources.MarketoRun(client, Catalog(client), PagingTokens(client), options, max_concurrency, budget)
 
     def resource(read: Callable[[resources.MarketoRun], Iterator[TDataItem]], **hints: Any) -> DltResource:
-        return dlt.resource(_stop_on_quota(read, run), name=read.__name__, **hints)
+        return dlt.resource(_stop_cleanly(read, run), name=read.__name__, **hints)
 
     incremental = dict(write_disposition="merge", primary_key="marketo_guid")
     return [
@@ -117,19 +132,15 @@ def marketo_source(
     ]
 
 
-def _stop_on_quota(
+def _stop_cleanly(
     read: Callable[[resources.MarketoRun], Iterator[TDataItem]], run: resources.MarketoRun
 ) -> Iterator[TDataItem]:
-    # A stream that meets 607 while paging stops by itself; this covers 607 on its first
-    # calls (metadata), so that the other streams' data is still loaded.
+    # A stream stops by itself when paging meets the quota or a lasting failure; this covers
+    # its first calls (metadata), so that the other streams' data is still loaded.
     try:
         yield from read(run)
-    except MarketoQuotaExceeded:
-        logger.warning(
-            "%s did not start: Marketo's daily API quota is used up (607). The next run reads it.",
-            read.__name__,
-        )
-        dlt.current.resource_state()["last_run"] = {"pages": 0, "records": 0, "quota_exhausted": True}
+    except (MarketoQuotaExceeded, MarketoTransientError) as error:
+        resources.record_outcome(run, read.__name__, 0, 0, stop_reason_for(error))
 
 
 __all__ = [

@@ -9,7 +9,7 @@ state points just after the last page read.
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import dlt
 import pyarrow as pa
@@ -18,7 +18,6 @@ from dlt.common.typing import TDataItem
 from marketo_source import settings
 from marketo_source.catalog import Catalog
 from marketo_source.client import MarketoClient
-from marketo_source.errors import MarketoQuotaExceeded
 from marketo_source.options import ReadOptions
 from marketo_source.schema import (
     KEY_COLUMN,
@@ -29,7 +28,14 @@ from marketo_source.schema import (
     rejects_to_arrow,
     type_attributes,
 )
-from marketo_source.streams import Cursor, PagingTokens, chains_for_cursors, read_chains
+from marketo_source.streams import (
+    Cursor,
+    PageReader,
+    PagingTokens,
+    RunBudget,
+    StopReason,
+    chains_for_cursors,
+)
 
 logger = logging.getLogger("marketo_source")
 
@@ -54,6 +60,7 @@ class MarketoRun:
     tokens: PagingTokens
     options: ReadOptions
     max_concurrency: int
+    budget: RunBudget
 
     def scopes(self) -> List[Tuple[str, Dict[str, str]]]:
         """(state key, filter parameters) per filter chunk: more than 30 lead ids take several."""
@@ -224,30 +231,32 @@ def _unique_table_names(known_types: Dict[int, Dict[str, Any]]) -> Dict[int, str
 def _read_stream(run: MarketoRun, stream: str, chains: Sequence[Any], tables_of_page: TablesOfPage) -> Iterator[TDataItem]:
     buffer = _TableBuffer()
     pages = records = 0
-    quota_error = None
-    try:
-        for page in read_chains(run.client, run.tokens, chains, run.max_concurrency):
-            pages += 1
-            records += len(page.records)
-            keyed, rejects = _split_unkeyed(page.records)
-            if keyed:
-                for table_name, table in tables_of_page(keyed, rejects):
-                    yield from buffer.add(table_name, table)
-            if rejects:
-                logger.warning("%s: %d records set aside in %s", stream, len(rejects), REJECTED_TABLE)
-                yield from buffer.add(REJECTED_TABLE, rejects_to_arrow(stream, rejects))
-    except MarketoQuotaExceeded as error:
-        quota_error = error
-        logger.warning(
-            "%s stopped: Marketo's daily API quota is used up (607). Everything read so far is "
-            "loaded and the next run continues from here.",
-            stream,
-        )
+    reader = PageReader(run.client, run.tokens, chains, run.max_concurrency, run.budget)
+    for page in reader:
+        pages += 1
+        records += len(page.records)
+        keyed, rejects = _split_unkeyed(page.records)
+        if keyed:
+            for table_name, table in tables_of_page(keyed, rejects):
+                yield from buffer.add(table_name, table)
+        if rejects:
+            logger.warning("%s: %d records set aside in %s", stream, len(rejects), REJECTED_TABLE)
+            yield from buffer.add(REJECTED_TABLE, rejects_to_arrow(stream, rejects))
     yield from buffer.flush()
+    record_outcome(run, stream, pages, records, reader.stopped)
+
+
+def record_outcome(run: MarketoRun, stream: str, pages: int, records: int, stopped: Optional[StopReason]) -> None:
+    """Keeps what a stream did in its state (`last_run`), and warns when it stopped early."""
+    if stopped is not None:
+        logger.warning(
+            "%s stopped early: %s. Everything read so far is loaded and the next run continues from there.",
+            stream, stopped.message,
+        )
     dlt.current.resource_state()["last_run"] = {
         "pages": pages,
         "records": records,
-        "quota_exhausted": quota_error is not None,
+        "stopped": None if stopped is None else {"kind": stopped.kind, "message": stopped.message},
     }
     dlt.current.source_state()["last_run_calls"] = dict(run.client.calls)
 

@@ -9,6 +9,7 @@ each other, because each page's token comes from the one before.
 
 import logging
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,9 +19,11 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 from marketo_source import settings
 from marketo_source.client import MarketoClient
 from marketo_source.errors import (
+    MarketoConfigurationError,
     MarketoListTooLarge,
     MarketoQuotaExceeded,
     MarketoRequestError,
+    MarketoTransientError,
 )
 from marketo_source.schema import parse_timestamp
 
@@ -162,37 +165,108 @@ def _explain_1003(error: MarketoRequestError, chain: Chain) -> MarketoRequestErr
     return error
 
 
-def read_chains(
-    client: MarketoClient, tokens: PagingTokens, chains: Sequence[Chain], max_workers: int
-) -> Iterator[Page]:
-    """Yields every page of every chain, running chains concurrently.
+@dataclass
+class StopReason:
+    """Why a stream ended before reading everything: it keeps what it read and resumes next run."""
 
-    Pages come in the order they arrive. When the daily quota runs out, the pages already in
-    flight are still yielded, the chains stop where they are, and `MarketoQuotaExceeded` is raised
-    at the end, so that the caller can keep everything read so far.
+    kind: str
+    """"quota" (607), "budget" (a run bound reached) or "error" (a transient failure outlasted its retries)."""
+    message: str
+
+
+def stop_reason_for(error: BaseException) -> Optional[StopReason]:
+    """The clean stop an error calls for, or None if the run must fail."""
+    if isinstance(error, MarketoQuotaExceeded):
+        return StopReason("quota", "Marketo's daily API quota is used up (607); it resets at midnight US Central")
+    if isinstance(error, MarketoTransientError):
+        return StopReason("error", str(error))
+    return None
+
+
+@dataclass
+class RunBudget:
+    """Bounds one run, so that a long backfill commits in steps.
+
+    Checked before each new page call; calls already in flight still finish.
     """
-    fetch = partial(fetch_page, client, tokens)
-    stop: Optional[BaseException] = None
-    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="marketo") as pool:
-        running: Dict[Future[Page], Chain] = {pool.submit(fetch, chain): chain for chain in chains}
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                chain = running.pop(future)
-                try:
-                    page = future.result()
-                except MarketoQuotaExceeded as error:
-                    stop = stop or error
-                    continue
-                except BaseException as error:  # noqa: B036 - re-raised once in-flight pages are kept
-                    stop = error if stop is None or isinstance(stop, MarketoQuotaExceeded) else stop
-                    continue
-                chain.advance(page)
-                yield page
-                if page.more and stop is None:
-                    running[pool.submit(fetch, chain)] = chain
-    if stop is not None:
-        raise stop
+
+    max_calls: Optional[int] = None
+    max_pages: Optional[int] = None
+    max_seconds: Optional[float] = None
+    pages: int = 0
+    started: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for setting, value in (
+            ("max_calls_per_run", self.max_calls),
+            ("max_pages_per_run", self.max_pages),
+            ("max_seconds_per_run", self.max_seconds),
+        ):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise MarketoConfigurationError(f"{setting} must be a positive number or unset (got {value!r}).")
+
+    def spent(self, calls: int) -> Optional[StopReason]:
+        """The bound this run has reached, if any; the clock starts at the first page call."""
+        self.started = self.started or time.monotonic()
+        if self.max_calls is not None and calls >= self.max_calls:
+            return StopReason("budget", f"max_calls_per_run ({self.max_calls}) reached")
+        if self.max_pages is not None and self.pages >= self.max_pages:
+            return StopReason("budget", f"max_pages_per_run ({self.max_pages}) reached")
+        if self.max_seconds is not None and time.monotonic() - self.started >= self.max_seconds:
+            return StopReason("budget", f"max_seconds_per_run ({self.max_seconds:g}) reached")
+        return None
+
+
+class PageReader:
+    """Reads every page of the chains, running chains concurrently.
+
+    Pages come in the order they arrive. A budget reached, the daily quota used up or a transient
+    failure past its retries stops the reading cleanly: pages in flight are still yielded, the
+    chains stay where they are and `stopped` says why. Any other error is raised once the pages
+    in flight are yielded.
+    """
+
+    def __init__(
+        self, client: MarketoClient, tokens: PagingTokens, chains: Sequence[Chain], max_workers: int, budget: RunBudget
+    ) -> None:
+        self._client = client
+        self._fetch = partial(fetch_page, client, tokens)
+        self._chains = chains
+        self._max_workers = max(1, max_workers)
+        self._budget = budget
+        self.stopped: Optional[StopReason] = None
+
+    def __iter__(self) -> Iterator[Page]:
+        failure: Optional[BaseException] = None
+        with ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="marketo") as pool:
+            running: Dict["Future[Page]", Chain] = {}
+            for chain in self._chains:
+                self._submit(pool, running, chain)
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    chain = running.pop(future)
+                    try:
+                        page = future.result()
+                    except Exception as error:  # kept until the pages in flight are yielded
+                        reason = stop_reason_for(error)
+                        if reason is None:
+                            failure = failure or error
+                        else:
+                            self.stopped = self.stopped or reason
+                        continue
+                    chain.advance(page)
+                    self._budget.pages += 1
+                    yield page
+                    if page.more and failure is None:
+                        self._submit(pool, running, chain)
+        if failure is not None:
+            raise failure
+
+    def _submit(self, pool: ThreadPoolExecutor, running: Dict["Future[Page]", Chain], chain: Chain) -> None:
+        self.stopped = self.stopped or self._budget.spent(sum(self._client.calls.values()))
+        if self.stopped is None:
+            running[pool.submit(self._fetch, chain)] = chain
 
 
 def _newest(records: Sequence[Dict[str, Any]]) -> Optional[datetime]:

@@ -65,8 +65,7 @@ def _run(args: argparse.Namespace, source: Any, default_name: str = "marketo", r
         cause = _marketo_cause(error)
         print(f"Run failed: {cause or error}", file=sys.stderr)
         return 1
-    _print_summary(pipeline)
-    return 0
+    return _print_summary(pipeline)
 
 
 def _marketo_cause(error: BaseException) -> Any:
@@ -77,7 +76,8 @@ def _marketo_cause(error: BaseException) -> Any:
     return None
 
 
-def _print_summary(pipeline: dlt.Pipeline) -> None:
+def _print_summary(pipeline: dlt.Pipeline) -> int:
+    """Prints what the run loaded and spent; returns 1 if a stream stopped on a lasting failure."""
     rows = pipeline.last_trace.last_normalize_info.row_counts if pipeline.last_trace else {}
     state = pipeline.state.get("sources", {}).get("marketo", {})
     print(f"\nLoaded into {pipeline.destination.destination_name} dataset '{pipeline.dataset_name}':")
@@ -88,10 +88,14 @@ def _print_summary(pipeline: dlt.Pipeline) -> None:
     print(f"Marketo API calls this run: {sum(calls.values()):,}")
     for path, count in sorted(calls.items()):
         print(f"  {path:<45} {count:>9,}")
-    stopped = [name for name, resource in state.get("resources", {}).items()
-               if resource.get("last_run", {}).get("quota_exhausted")]
-    if stopped:
-        print(f"Daily API quota used up: {', '.join(stopped)} stopped early; the next run continues.")
+    stopped = {
+        name: resource["last_run"]["stopped"]
+        for name, resource in state.get("resources", {}).items()
+        if resource.get("last_run", {}).get("stopped")
+    }
+    for name, reason in sorted(stopped.items()):
+        print(f"{name} stopped early: {reason['message']}. What it read is loaded; the next run continues.")
+    return 1 if any(reason["kind"] == "error" for reason in stopped.values()) else 0
 
 
 if __name__ == "__main__":

@@ -132,14 +132,18 @@ def test_second_run_loads_exactly_the_new_activities(sandbox: MarketoSandbox, ma
     assert loaded_now == len(added_here), "the second run read more than the new activities"
 
 
-def test_token_expiry_mid_run_gets_a_new_token(make_pipeline: Any) -> None:
-    from marketo_source.sandbox import DataSpec
+def test_tokens_renewed_before_expiry_and_replaced_after_602_mid_run(make_pipeline: Any) -> None:
+    from marketo_source.sandbox import DataSpec, Fault
 
-    with MarketoSandbox(data=DataSpec(seed=3, leads=40, activities=3000, days=10, start_date="2026-10-01T00:00:00Z"),
-                        block_size=300, token_ttl_s=0.5) as sandbox:
+    data = DataSpec(seed=3, leads=40, activities=3000, days=10, start_date="2026-10-01T00:00:00Z")
+    with MarketoSandbox(data=data, block_size=300, token_ttl_s=0.3) as sandbox:
+        sandbox.set_faults([Fault("602", calls=(6, 15))])
+        sandbox.limits.latency_s = 0.02  # the run outlives several tokens
         pipeline = make_pipeline()
         pipeline.run(source_for(sandbox, max_concurrency=1))
-        assert sandbox.stats()["errors"].get("602", 0) >= 1, "the token never expired during the run"
+        stats = sandbox.stats()
+        assert stats["faults_injected"].get("602") == 2 and stats["errors"]["602"] >= 2
+        assert stats["calls"]["identity"] >= 4
         assert_everything_matches(pipeline, sandbox)
 
 
@@ -151,7 +155,7 @@ def test_quota_exhausted_mid_run_keeps_what_was_read_and_the_next_run_completes(
     pipeline.run(source_for(sandbox))  # must not raise
 
     state = pipeline.state["sources"]["marketo"]["resources"]
-    assert any(r.get("last_run", {}).get("quota_exhausted") for r in state.values())
+    assert any((r.get("last_run", {}).get("stopped") or {}).get("kind") == "quota" for r in state.values())
     truth = sandbox.ground_truth()
     partial = sum(len(table_rows(pipeline, t)) for t in table_names(pipeline) if t.startswith("activity_") and t != "activity_types" and not t.startswith("activity_type_"))
     assert 0 < partial < len(records_of_types(truth["activities"], [t["id"] for t in truth["activity_types"] if t["id"] not in DEDICATED_STREAM_TYPE_IDS]))
@@ -285,3 +289,32 @@ def test_unknown_activity_type_ids_are_named(sandbox: MarketoSandbox, make_pipel
     while cause is not None and not isinstance(cause, MarketoConfigurationError):
         cause = cause.__cause__ or cause.__context__
     assert cause is not None and "activity_type_ids lists [424242]" in str(cause)
+
+
+def test_a_bounded_run_commits_a_long_backfill_in_steps(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    pipeline = make_pipeline()
+    runs = 0
+    while True:
+        runs += 1
+        pipeline.run(source_for(sandbox, max_pages_per_run=6, max_concurrency=2))
+        resources = pipeline.state["sources"]["marketo"]["resources"]
+        if not any(r.get("last_run", {}).get("stopped") for r in resources.values()):
+            break
+        assert runs < 30, "a bounded backfill made no progress"
+    assert runs > 2, "the bound never stopped a run"
+    assert_everything_matches(pipeline, sandbox)
+
+
+def test_a_lasting_failure_stops_the_stream_and_keeps_what_was_read(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    from marketo_source.sandbox import Fault
+
+    pipeline = make_pipeline()
+    sandbox.set_faults([Fault("611", calls=tuple(range(8, 40)), endpoint="activities")])
+    pipeline.run(source_for(sandbox, max_attempts=2, backoff_base_s=0.01, backoff_max_s=0.02))
+    stopped = pipeline.state["sources"]["marketo"]["resources"]["activities"]["last_run"]["stopped"]
+    assert stopped["kind"] == "error" and "611" in stopped["message"]
+    assert len(table_rows(pipeline, "lead_changes")) > 0  # the other streams loaded
+
+    sandbox.set_faults([])
+    pipeline.run(source_for(sandbox))
+    assert_everything_matches(pipeline, sandbox)

@@ -218,7 +218,7 @@ class Route:
 
 
 _TYPE = "/rest/v1/activities/external/type/([^/]+)"
-ROUTES: tuple[Route, ...] = tuple(Route(method, re.compile(path.replace(".json", r"\.json")), name, endpoint) for method, path, name, endpoint in (
+_ROUTE_TABLE: tuple[tuple[str, str, str, Endpoint], ...] = (
     ("GET", "/rest/v1/activities/types.json", "activity_types", activity_types),
     ("GET", "/rest/v1/activities/pagingtoken.json", "paging_token", paging_token),
     ("GET", "/rest/v1/activities.json", "activities", activities),
@@ -240,7 +240,9 @@ ROUTES: tuple[Route, ...] = tuple(Route(method, re.compile(path.replace(".json",
     ("POST", "/rest/v1/activities/external.json", "add_custom_activities", add_custom_activities),
     ("GET", "/rest/v1/leads/describe2.json", "describe_leads", describe_leads),
     ("GET", "/rest/v1/stats/usage.json", "usage", usage),
-))
+)
+ROUTES: tuple[Route, ...] = tuple(Route(method, re.compile(path.replace(".json", r"\.json")), name, endpoint)
+                                  for method, path, name, endpoint in _ROUTE_TABLE)
 
 
 def find_route(path: str) -> tuple[list[Route], tuple[str, ...]]:

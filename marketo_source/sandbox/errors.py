@@ -11,14 +11,10 @@ MESSAGES: dict[str, str] = {
     "607": "Daily quota reached",
     "608": "API Temporarily Unavailable",
     "609": "Invalid JSON",
-    "610": "Requested resource not found",
     "611": "System error",
     "615": "Concurrent access limit reached",
     "713": "Transient Error",
 }
-
-# Calls answered with these codes do not count against the daily quota (FACTS.md).
-QUOTA_EXEMPT_CODES = frozenset({"601", "602", "604", "605", "608", "611"})
 
 
 class ApiError(Exception):

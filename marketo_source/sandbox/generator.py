@@ -6,7 +6,7 @@ import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .catalog import (
     CHANGE_DATA_VALUE, DELETE_LEAD, LEAD_FIELDS_BY_NAME, NEW_LEAD, STANDARD_TYPES_BY_ID, AttributeDef,
@@ -42,8 +42,8 @@ USER_AGENTS = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) Gecko/20100101 Firefox/127.0",
 )
-URLS = ("https://www.example.com/pricing", "https://www.example.com/café/menu", "https://example.jp/東京/events",
-        "https://www.example.com/blog/why-📈-matters", "https://www.example.com/")
+URLS = ("https://www.example.com/pricing", "https://www.example.com/café/menu",
+        "https://example.jp/東京/events", "https://www.example.com/blog/why-📈-matters", "https://www.example.com/")
 WORDS = ("Spring Newsletter", "Webinar: Data 101", "Produkt-Update März", "東京 Summit", "Café Chat ☕", "Q3 Nurture")
 
 
@@ -184,7 +184,7 @@ class ValueMaker:
         """`value` with the given probability, else None (an empty attribute)."""
         return value if self.rng.random() < probability else None
 
-    def attributes(self, definitions: Any) -> tuple[dict[str, Any], ...]:
+    def attributes(self, definitions: Iterable[AttributeDef]) -> tuple[dict[str, Any], ...]:
         """Render a record's attribute list, leaving empty attributes out as Marketo does."""
         rendered = []
         for definition in definitions:
@@ -219,7 +219,7 @@ class DataGenerator:
         self.custom_types = custom_types
         self.next_id = FIRST_ACTIVITY_ID
         self.leads = self._make_leads()
-        self.alive = [lead_id for lead_id in self.leads]
+        self.alive = list(self.leads)
         self.lists = self._make_lists()
         self.assets = {type_id: self._asset_pool(type_id) for type_id in STANDARD_TYPES_BY_ID}
         weights = dict(TYPE_WEIGHTS)

@@ -69,7 +69,7 @@ class MarketoSandbox:
 
     @property
     def base_url(self) -> str:
-        """"http://HOST:PORT" of the running sandbox."""
+        """Base URL of the running sandbox, "http://HOST:PORT"."""
         if self.server is None:
             raise RuntimeError("the sandbox is not running; call start() first")
         host, port = self.server.server_address[:2]

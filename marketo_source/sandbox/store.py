@@ -261,7 +261,9 @@ class Store:
             raise invalid("primaryAttributeValue cannot be blank")
         attributes = []
         for attribute in item.get("attributes") or []:
-            attribute_api_name = attribute.get("apiName") or attribute.get("name") if isinstance(attribute, dict) else None
+            if not isinstance(attribute, dict):
+                raise invalid(f"Invalid attribute for activity type '{api_name}'")
+            attribute_api_name = attribute.get("apiName") or attribute.get("name")
             definition = version.attributes.get(attribute_api_name)
             if definition is None:
                 raise invalid(f"Invalid attribute '{attribute_api_name}' for activity type '{api_name}'")

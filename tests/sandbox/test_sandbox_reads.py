@@ -7,8 +7,6 @@ from typing import Any
 import pytest
 from sandbox_helpers import DENSE_TYPES, Api, error_code
 
-from marketo_source.sandbox import MarketoSandbox
-
 ACTIVITIES = "/rest/v1/activities.json"
 LEAD_CHANGES = "/rest/v1/activities/leadchanges.json"
 DELETED = "/rest/v1/activities/deletedleads.json"
@@ -119,7 +117,7 @@ def test_describe_lead_lists_field_names(api: Api) -> None:
     assert len(result["fields"]) >= 30
 
 
-def test_usage_counts_todays_calls(sandbox: MarketoSandbox, api: Api) -> None:
+def test_usage_counts_todays_calls(api: Api) -> None:
     api.get("/rest/v1/activities/types.json")
     usage = api.get("/rest/v1/stats/usage.json")["result"][0]
     assert usage["total"] == 2 == usage["users"][0]["count"]
