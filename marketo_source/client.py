@@ -140,32 +140,41 @@ class MarketoAuth(OAuth2ClientCredentials):
 class CallLimiter:
     """Keeps calls within a sliding window and caps the calls in flight.
 
-    Every attempt passes through `slot()`, retries included, because Marketo counts each one.
+    A call counts against the window from the moment it starts until `period_s` after it ends.
+    Marketo counts it when it arrives, which lies between the two, so however the network
+    delays calls, Marketo never sees more than `calls` in a window. Every attempt passes
+    through `slot()`, retries included, because Marketo counts each one.
     """
 
     def __init__(self, calls: int, period_s: float, max_concurrency: int) -> None:
         self.calls = calls
         self.period_s = period_s
         self._in_flight = threading.BoundedSemaphore(max_concurrency)
-        self._sent: Deque[float] = deque()
+        self._ended: Deque[float] = deque()
+        self._started = 0
         self._lock = threading.Lock()
 
     @contextmanager
     def slot(self) -> Iterator[None]:
         with self._in_flight:
             self._wait_for_window()
-            yield
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._started -= 1
+                    self._ended.append(time.monotonic())
 
     def _wait_for_window(self) -> None:
         while True:
             with self._lock:
                 now = time.monotonic()
-                while self._sent and self._sent[0] <= now - self.period_s:
-                    self._sent.popleft()
-                if len(self._sent) < self.calls:
-                    self._sent.append(now)
+                while self._ended and self._ended[0] <= now - self.period_s:
+                    self._ended.popleft()
+                if len(self._ended) + self._started < self.calls:
+                    self._started += 1
                     return
-                wait_s = self._sent[0] + self.period_s - now
+                wait_s = self._ended[0] + self.period_s - now if self._ended else 0.01
             time.sleep(wait_s)
 
 
