@@ -9,6 +9,7 @@ state points just after the last page read.
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import dlt
@@ -35,6 +36,7 @@ from marketo_source.streams import (
     RunBudget,
     StopReason,
     chains_for_cursors,
+    retention_gap,
 )
 
 logger = logging.getLogger("marketo_source")
@@ -44,7 +46,11 @@ TablesOfPage = Callable[[List[Dict[str, Any]], Rejects], Iterable[Tuple[str, pa.
 
 FIELD_CHANGES_TABLE = "lead_field_changes"
 REJECTED_TABLE = "marketo_rejected_records"
+RETENTION_GAPS_TABLE = "marketo_retention_gaps"
 _TABLE_HINTS = {
+    RETENTION_GAPS_TABLE: dlt.mark.make_hints(
+        table_name=RETENTION_GAPS_TABLE, write_disposition="append", primary_key=[]
+    ),
     FIELD_CHANGES_TABLE: dlt.mark.make_hints(table_name=FIELD_CHANGES_TABLE, primary_key=["marketo_guid", "field_id"]),
     REJECTED_TABLE: dlt.mark.make_hints(table_name=REJECTED_TABLE, write_disposition="append", primary_key=[]),
 }
@@ -135,10 +141,15 @@ def activities(run: MarketoRun) -> Iterator[TDataItem]:
     """Every activity of the chosen types, one table per type."""
     type_ids = run.catalog.activity_type_ids_to_read(run.options.activity_type_ids)
     state = dlt.current.resource_state()
-    chains = []
+    chains, gaps = [], []
     for scope, filters in run.scopes():
         saved = state.setdefault(scope, {})
         cursors = {str(t): saved.setdefault(str(t), {}) for t in type_ids}
+        gaps += [
+            gap
+            for t in type_ids
+            if (gap := _retention_gap(run, "activities", scope, cursors[str(t)], [t])) is not None
+        ]
         chains += chains_for_cursors(
             settings.ACTIVITIES_PATH,
             cursors,
@@ -148,17 +159,19 @@ def activities(run: MarketoRun) -> Iterator[TDataItem]:
             group_param="activityTypeIds",
         )
     tables = _ActivityTables(run.catalog.activity_types)
-    yield from _read_stream(run, "activities", chains, tables.of_page)
+    yield from _read_stream(run, "activities", chains, tables.of_page, gaps)
 
 
 def lead_changes(run: MarketoRun) -> Iterator[TDataItem]:
     """New Lead and Change Data Value activities, and one row per changed field."""
     fields = ",".join(run.catalog.lead_change_fields_to_read(run.options.lead_change_fields))
     state = dlt.current.resource_state()
-    chains = []
+    chains, gaps = [], []
     for scope, filters in run.scopes():
         params = {**filters, "fields": fields, "batchSize": str(settings.MAX_BATCH_SIZE)}
         cursors: Dict[str, Cursor] = {scope: state.setdefault(scope, {})}
+        gap = _retention_gap(run, "lead_changes", scope, cursors[scope], settings.LEAD_CHANGE_TYPE_IDS)
+        gaps += [gap] if gap else []
         chains += chains_for_cursors(
             settings.LEAD_CHANGES_PATH, cursors, params, run.options.start, run.options.lookback
         )
@@ -173,13 +186,14 @@ def lead_changes(run: MarketoRun) -> Iterator[TDataItem]:
         rejects += unkeyed
         yield FIELD_CHANGES_TABLE, field_changes
 
-    yield from _read_stream(run, "lead_changes", chains, of_page)
+    yield from _read_stream(run, "lead_changes", chains, of_page, gaps)
 
 
 def deleted_leads(run: MarketoRun) -> Iterator[TDataItem]:
     """Delete Lead activities. Marketo keeps them 14 days: run at least that often."""
     state = dlt.current.resource_state()
     cursors: Dict[str, Cursor] = {"all": state.setdefault("all", {})}
+    gap = _retention_gap(run, "deleted_leads", "all", cursors["all"], [settings.DELETE_LEAD_TYPE_ID])
     params = {"batchSize": str(settings.MAX_BATCH_SIZE)}
     chains = chains_for_cursors(
         settings.DELETED_LEADS_PATH, cursors, params, run.options.start, run.options.lookback
@@ -187,7 +201,7 @@ def deleted_leads(run: MarketoRun) -> Iterator[TDataItem]:
     metadata = run.catalog.activity_types.get(settings.DELETE_LEAD_TYPE_ID, {})
     layout = TableLayout(type_attributes(metadata))
     yield from _read_stream(
-        run, "deleted_leads", chains, lambda records, _: [("deleted_leads", layout.to_arrow(records))]
+        run, "deleted_leads", chains, lambda records, _: [("deleted_leads", layout.to_arrow(records))], [gap] if gap else []
     )
 
 
@@ -228,7 +242,44 @@ def _unique_table_names(known_types: Dict[int, Dict[str, Any]]) -> Dict[int, str
     return names
 
 
-def _read_stream(run: MarketoRun, stream: str, chains: Sequence[Any], tables_of_page: TablesOfPage) -> Iterator[TDataItem]:
+def _retention_gap(
+    run: MarketoRun, stream: str, scope: str, cursor: Cursor, type_ids: Sequence[int]
+) -> Optional[Dict[str, Any]]:
+    """A row for `marketo_retention_gaps` if Marketo may have purged data this cursor has not read."""
+    kept = [settings.RETENTION_DAYS.get(t, settings.DEFAULT_RETENTION_DAYS) for t in type_ids]
+    retention_days = min((days for days in kept if days is not None), default=None)
+    now = datetime.now(timezone.utc)
+    window = retention_gap(cursor, run.options.start, retention_days, now)
+    if window is None:
+        return None
+    names = [run.catalog.activity_types.get(t, {}).get("name", str(t)) for t in type_ids]
+    logger.warning(
+        "RETENTION GAP in %s (%s): the saved position (%s) is older than the %d days Marketo keeps "
+        "%s; activities from %s to %s may be lost for good. Run the pipeline more often than that.",
+        stream, scope, window[0].isoformat(), retention_days, ", ".join(names),
+        window[0].isoformat(), window[1].isoformat(),
+    )
+    return {
+        "detected_at": now,
+        "stream": stream,
+        "scope": scope,
+        "activity_type_ids": ",".join(map(str, type_ids)),
+        "activity_type_names": ", ".join(names),
+        "retention_days": retention_days,
+        "may_be_lost_from": window[0],
+        "may_be_lost_until": window[1],
+    }
+
+
+def _read_stream(
+    run: MarketoRun,
+    stream: str,
+    chains: Sequence[Any],
+    tables_of_page: TablesOfPage,
+    retention_gaps: List[Dict[str, Any]],
+) -> Iterator[TDataItem]:
+    if retention_gaps:
+        yield dlt.mark.with_hints(retention_gaps, _TABLE_HINTS[RETENTION_GAPS_TABLE], create_table_variant=True)
     buffer = _TableBuffer()
     pages = records = 0
     reader = PageReader(run.client, run.tokens, chains, run.max_concurrency, run.budget)

@@ -1,6 +1,6 @@
 """Constants of the Marketo API and the source's defaults."""
 
-from typing import Dict, FrozenSet
+from typing import Dict, FrozenSet, Optional
 
 REST_PREFIX = "/rest"
 IDENTITY_PATH = "/identity/oauth/token"
@@ -44,6 +44,15 @@ LEAD_CHANGE_TYPE_IDS = (12, 13)
 DELETE_LEAD_TYPE_ID = 37
 DEDICATED_STREAM_TYPE_IDS: FrozenSet[int] = frozenset({*LEAD_CHANGE_TYPE_IDS, DELETE_LEAD_TYPE_ID})
 """Types read by `lead_changes` and `deleted_leads`; `activities` skips them unless asked by id."""
+
+RETENTION_DAYS: Dict[int, Optional[int]] = {
+    37: 14,  # Delete Lead
+    **{type_id: 90 for type_id in (1, 3, 6, 7, 13, 19, 22, 24, 47)},
+    12: None,  # New Lead is kept forever
+}
+"""Days Marketo keeps each activity type (its activity log policy); None: forever."""
+DEFAULT_RETENTION_DAYS = 760
+"""25 months, what Marketo keeps of most other types."""
 
 ACTIVITY_TABLE_PREFIX = "activity_"
 ATTRIBUTE_COLLISION_PREFIX = "attribute_"

@@ -12,9 +12,9 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from marketo_source import settings
 from marketo_source.client import MarketoClient
@@ -30,7 +30,8 @@ from marketo_source.schema import parse_timestamp
 logger = logging.getLogger("marketo_source")
 
 Cursor = Dict[str, Any]
-"""A saved position in dlt state: {"token": nextPageToken or None, "newest": ISO datetime or None}."""
+"""A saved position in dlt state: "token" (the last nextPageToken), "newest" (the newest
+activityDate read) and "position_at" (the time the position stands at), datetimes in ISO 8601."""
 
 
 class PagingTokens:
@@ -79,10 +80,14 @@ class Chain:
         self.token, self.token_is_fresh = page.next_token, False
         if page.newest is not None and (self.newest is None or page.newest > self.newest):
             self.newest = page.newest
+        # A chain at its end stands at "now"; in the middle, near the newest activity it read.
+        position = datetime.now(timezone.utc) if not page.more else self.newest
         for cursor in self.cursors:
             cursor["token"] = self.token
             if self.newest is not None:
                 cursor["newest"] = self.newest.isoformat()
+            if position is not None:
+                cursor["position_at"] = position.isoformat()
 
 
 @dataclass
@@ -267,6 +272,25 @@ class PageReader:
         self.stopped = self.stopped or self._budget.spent(sum(self._client.calls.values()))
         if self.stopped is None:
             running[pool.submit(self._fetch, chain)] = chain
+
+
+def retention_gap(
+    cursor: Cursor, start: datetime, retention_days: Optional[int], now: datetime
+) -> Optional[Tuple[datetime, datetime]]:
+    """The window Marketo may have purged before this cursor reads it again, or None.
+
+    A cursor without a position starts at `start`; Marketo keeps `retention_days` of history.
+    """
+    if retention_days is None:
+        return None
+    if cursor.get("position_at"):
+        position = parse_timestamp(cursor["position_at"])
+    elif cursor.get("token"):
+        return None  # a position without its time: nothing to judge it by
+    else:
+        position = start
+    horizon = now - timedelta(days=retention_days)
+    return (position, horizon) if position < horizon else None
 
 
 def _newest(records: Sequence[Dict[str, Any]]) -> Optional[datetime]:
