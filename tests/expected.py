@@ -50,7 +50,11 @@ def typed(value: Any, data_type: Optional[str]) -> Any:
     if kind in ("float", "currency", "percent"):
         return float(value)
     if kind == "boolean":
-        return value if isinstance(value, bool) else str(value).lower() in ("true", "1")
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"not a boolean: {value!r}")
+        return str(value).lower() in ("true", "1")
     if kind == "date":
         return date.fromisoformat(value[:10])
     if kind == "datetime":
@@ -69,7 +73,10 @@ def expected_row(record: Dict[str, Any], attribute_types: Dict[str, str]) -> Dic
         column = snake(attribute["name"])
         if column in row or column in BASE_FIELDS.values():
             column = "attribute_" + column
-        row[column] = typed(attribute["value"], attribute_types.get(attribute["name"]))
+        try:
+            row[column] = typed(attribute["value"], attribute_types.get(attribute["name"]))
+        except ValueError:  # a value that does not fit lands as text beside the typed column
+            row[column + "__v_text"] = attribute["value"] if isinstance(attribute["value"], str) else json.dumps(attribute["value"])
     return row
 
 

@@ -285,10 +285,7 @@ def test_lead_change_fields_limit_the_changes_read(sandbox: MarketoSandbox, make
 def test_unknown_activity_type_ids_are_named(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
     with pytest.raises(PipelineStepFailed) as raised:
         make_pipeline().run(source_for(sandbox, activity_type_ids=[1, 424242]))
-    cause = raised.value.__cause__
-    while cause is not None and not isinstance(cause, MarketoConfigurationError):
-        cause = cause.__cause__ or cause.__context__
-    assert cause is not None and "activity_type_ids lists [424242]" in str(cause)
+    assert "activity_type_ids lists [424242]" in str(_cause(raised.value, MarketoConfigurationError))
 
 
 def test_a_bounded_run_commits_a_long_backfill_in_steps(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
@@ -318,3 +315,56 @@ def test_a_lasting_failure_stops_the_stream_and_keeps_what_was_read(sandbox: Mar
     sandbox.set_faults([])
     pipeline.run(source_for(sandbox))
     assert_everything_matches(pipeline, sandbox)
+
+
+def test_malformed_records_still_land(make_pipeline: Any) -> None:
+    from marketo_source.sandbox import DataSpec
+
+    with MarketoSandbox(data=DataSpec(seed=21, leads=40, activities=2000, days=10,
+                                      start_date="2026-10-01T00:00:00Z", malformed=9)) as sandbox:
+        pipeline = make_pipeline()
+        pipeline.run(source_for(sandbox))
+        assert_everything_matches(pipeline, sandbox)
+    visits = table_rows(pipeline, "activity_visit_webpage")
+    assert sum(1 for r in visits if r["activity_date"] is None) == 3
+    assert sum(1 for r in visits if r.get("personalized_url__v_text") == "n/a") == 3
+
+
+def test_a_list_id_reads_only_that_lists_leads(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    truth = sandbox.ground_truth()
+    members = set(truth["lists"][5001])
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox, list_id=5001))
+    wanted = {t["id"] for t in truth["activity_types"] if t["id"] not in DEDICATED_STREAM_TYPE_IDS}
+    expected = {r["marketoGUID"] for r in truth["activities"] if r["leadId"] in members and r["activityTypeId"] in wanted}
+    loaded = set()
+    for table in table_names(pipeline):
+        if table.startswith("activity_") and not table.startswith("activity_type"):
+            loaded |= set(by_guid(table_rows(pipeline, table)))
+    assert loaded == expected and expected
+    assert "list:5001" in pipeline.state["sources"]["marketo"]["resources"]["activities"]
+
+
+def test_a_list_of_10000_leads_fails_with_advice_to_split_it(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    from marketo_source import MarketoListTooLarge
+
+    with pytest.raises(PipelineStepFailed) as raised:
+        make_pipeline().run(source_for(sandbox, list_id=5004))
+    assert "Split the list" in str(_cause(raised.value, MarketoListTooLarge))
+
+
+def test_access_denied_is_named(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    from marketo_source import MarketoAccessDenied
+    from marketo_source.sandbox import Fault
+
+    sandbox.set_faults([Fault("603", probability=1.0)])
+    with pytest.raises(PipelineStepFailed) as raised:
+        make_pipeline().run(source_for(sandbox))
+    assert "Users & Roles" in str(_cause(raised.value, MarketoAccessDenied))
+
+
+def _cause(error: BaseException, kind: type) -> BaseException:
+    while error is not None and not isinstance(error, kind):
+        error = error.__cause__ or error.__context__
+    assert error is not None, f"no {kind.__name__} behind the failure"
+    return error

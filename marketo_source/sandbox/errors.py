@@ -6,6 +6,7 @@ from __future__ import annotations
 MESSAGES: dict[str, str] = {
     "601": "Access token invalid",
     "602": "Access token expired",
+    "603": "Access denied",
     "604": "Request timed out",
     "606": "Max rate limit '{calls}' exceeded with in '{window}' secs",
     "607": "Daily quota reached",

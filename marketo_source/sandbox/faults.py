@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from typing import Sequence
 
-MARKETO_FAULTS = ("601", "602", "604", "606", "607", "608", "611", "615", "713")
+MARKETO_FAULTS = ("601", "602", "603", "604", "606", "607", "608", "611", "615", "713")
 TRANSPORT_FAULTS = ("http500", "http502", "slow", "reset", "truncated")
 
 
@@ -16,7 +16,7 @@ class Fault:
     """One fault rule.
 
     Attributes:
-        kind: A Marketo code ("601", "602", "604", "606", "607", "608", "611", "615", "713") answered in the
+        kind: A Marketo code ("601", "602", "603", "604", "606", "607", "608", "611", "615", "713") answered in the
             envelope, or "http500", "http502", "slow" (answer after slow_s), "reset" (TCP reset without
             an answer) or "truncated" (a 200 answer whose JSON is cut in half).
         probability: Chance to inject on each REST call (seeded, see MarketoSandbox fault_seed).

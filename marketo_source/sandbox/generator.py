@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator
 
@@ -16,6 +16,8 @@ from .records import Activity, FieldChange
 
 FIRST_LEAD_ID = 1001
 FIRST_LIST_ID = 5001
+VISIT_WEBPAGE = 1
+MALFORMED_KINDS = ("wrong_type", "no_attributes", "no_activity_date")
 FIRST_ACTIVITY_ID = 2**31 + 1000  # ids above int32 catch sources that store them in 32 bits
 ADMIN_USER = "apiuser@sandbox.local"
 MS_PER_DAY = 86_400_000
@@ -62,6 +64,8 @@ class DataSpec:
         big_list_size: Member count of the list too large for listId filters (Marketo refuses 10,000 or more).
         deleted_leads: Number of leads deleted in the last fifth of the span; default leads // 50, at least 1.
         auto_add: (every_n_calls, new, late): while serving, add activities every n REST calls.
+        malformed: Number of initial records that break Marketo's schema, in turn: a value that
+            does not fit its attribute's data type, no attribute list, no activityDate.
     """
 
     seed: int = 1
@@ -74,6 +78,7 @@ class DataSpec:
     big_list_size: int = 10_000
     deleted_leads: int | None = None
     auto_add: tuple[int, int, int] | None = None
+    malformed: int = 0
 
     def start_ms(self) -> int:
         """Epoch milliseconds of the span's start."""
@@ -267,12 +272,30 @@ class DataGenerator:
             yield self._new_lead(lead_id, date_ms)
         others = self._sorted_dates(start + span // 10, start + span, max(0, self.spec.activities - len(self.leads)))
         deletions = self._deletion_plan(others, start + span * 4 // 5)
+        malformed = self._malformed_plan(len(others), set(deletions))
         for position, date_ms in enumerate(others):
             lead_id = deletions.get(position)
             if lead_id is not None:
                 yield self._delete_lead(lead_id, date_ms)
+            elif position in malformed:
+                yield self._malformed(self._activity(malformed[position][0], date_ms), malformed[position][1])
             else:
                 yield self._activity(self.rng.choice(self.type_wheel), date_ms)
+
+    def _malformed_plan(self, count: int, taken: set[int]) -> dict[int, tuple[int, str]]:
+        """Position -> (type id, kind) of the records to break; Visit Webpage has a boolean attribute to break."""
+        free = [position for position in range(count) if position not in taken]
+        positions = sorted(self.rng.sample(free, min(self.spec.malformed, len(free))))
+        return {position: (VISIT_WEBPAGE, MALFORMED_KINDS[n % len(MALFORMED_KINDS)]) for n, position in enumerate(positions)}
+
+    @staticmethod
+    def _malformed(activity: Activity, kind: str) -> Activity:
+        if kind != "wrong_type":
+            return replace(activity, malformed=kind)
+        broken = ({"name": "Personalized URL", "value": "n/a"},) + tuple(
+            a for a in activity.attributes if a["name"] != "Personalized URL"
+        )
+        return replace(activity, attributes=broken)
 
     def more_activities(self, new: int, late: int, span_start_ms: int, newest_ms: int) -> list[Activity]:
         """Activities to commit later: `new` dated after `newest_ms`, then `late` dated inside the span."""

@@ -31,6 +31,8 @@ class Activity:
         attributes: Rendered attribute dicts ({"name", "value"} plus "apiName" for custom types),
             empty ones already left out.
         change: Set on Change Data Value (13) records only.
+        malformed: How the record breaks Marketo's own schema, if it does: "no_activity_date" or
+            "no_attributes" (a wrongly typed value needs no flag: it sits in `attributes`).
     """
 
     id: int
@@ -44,6 +46,7 @@ class Activity:
     primary_id: int | None = None
     primary_value: str | None = None
     change: FieldChange | None = None
+    malformed: str | None = None
 
 
 # One encoder for all calls: json.dumps with non-default options builds a new encoder each time.
@@ -65,6 +68,8 @@ def _base(activity: Activity) -> dict[str, Any]:
     }
     if activity.campaign_id is not None:
         record["campaignId"] = activity.campaign_id
+    if activity.malformed == "no_activity_date":
+        del record["activityDate"]
     return record
 
 
@@ -75,7 +80,8 @@ def render_activity(activity: Activity) -> bytes:
         record["primaryAttributeValueId"] = activity.primary_id
     if activity.primary_value is not None:
         record["primaryAttributeValue"] = activity.primary_value
-    record["attributes"] = list(activity.attributes)
+    if activity.malformed != "no_attributes":
+        record["attributes"] = list(activity.attributes)
     return dumps(record)
 
 

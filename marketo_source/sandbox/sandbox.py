@@ -114,7 +114,8 @@ class MarketoSandbox:
 
     def ground_truth(self) -> dict[str, Any]:
         """Every record held, as the endpoints render them: keys "activities", "lead_changes",
-        "deleted_leads", "activity_types", "custom_activity_types", "lead_fields"."""
+        "deleted_leads", "activity_types", "custom_activity_types", "lead_fields", and "lists"
+        (static list id -> member lead ids)."""
         return self.store.ground_truth()
 
     def add_activities(self, new: int = 0, late: int = 0) -> list[dict[str, Any]]:

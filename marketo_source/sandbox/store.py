@@ -299,10 +299,11 @@ class Store:
             changes = _parse(self._render(lead_changes, p) for p in range(len(log))
                              if log.type_ids[p] in LEAD_CHANGE_TYPES)
             custom_types = self.custom_types.render_all()
+            lists = {static_list.id: sorted(static_list.members) for static_list in self.generator.lists.values()}
         return {
             "activities": activities, "lead_changes": changes, "deleted_leads": deleted,
             "activity_types": self.activity_types(), "custom_activity_types": custom_types,
-            "lead_fields": lead_fields(),
+            "lead_fields": lead_fields(), "lists": lists,
         }
 
 
