@@ -116,10 +116,15 @@ class MarketoAuth(OAuth2ClientCredentials):
                 "Check sources.marketo.base_url: it should be your instance's REST endpoint, "
                 "e.g. https://123-ABC-456.mktorest.com."
             ) from None
-        except (ValueError, requests.ConnectionError) as error:
+        except requests.ConnectionError:
             raise MarketoConfigurationError(
-                f"{self.access_token_url} did not answer as Marketo's identity service does "
-                f"({type(error).__name__}). Check sources.marketo.base_url."
+                f"Could not reach {self.access_token_url}. Check sources.marketo.base_url and "
+                "that this machine can reach your Marketo instance."
+            ) from None
+        except ValueError:
+            raise MarketoConfigurationError(
+                f"{self.access_token_url} did not answer as Marketo's identity service does. "
+                "Check sources.marketo.base_url."
             ) from None
         if not self.access_token or self.access_token == "None":
             raise MarketoConfigurationError(

@@ -317,6 +317,12 @@ def test_a_lasting_failure_stops_the_stream_and_keeps_what_was_read(sandbox: Mar
     assert_everything_matches(pipeline, sandbox)
 
 
+def test_unknown_lead_change_fields_are_named(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    with pytest.raises(PipelineStepFailed) as raised:
+        make_pipeline().run(source_for(sandbox, lead_change_fields=["email", "favouriteColour"]))
+    assert "lead_change_fields lists ['favouriteColour']" in str(_cause(raised.value, MarketoConfigurationError))
+
+
 def test_malformed_records_still_land(make_pipeline: Any) -> None:
     from marketo_source.sandbox import DataSpec
 

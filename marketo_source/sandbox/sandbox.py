@@ -137,3 +137,8 @@ class MarketoSandbox:
     def expire_tokens(self) -> None:
         """Expire every issued access token now, so the next REST call gets 602."""
         self.tokens.expire_all()
+
+    def issued_tokens(self) -> list[str]:
+        """Every access token issued so far, for tests that check tokens never leak."""
+        with self.tokens.lock:
+            return list(self.tokens.expiry)
