@@ -69,7 +69,7 @@ def marketo_source(
         client_id: Client id of the LaunchPoint service.
         client_secret: Client secret of the LaunchPoint service.
         start_date: Where the first run starts (ISO 8601, UTC if no offset); later runs resume
-            from state. Default: 90 days ago.
+            from state. Default: midnight UTC 89 days ago, within Marketo's 90-day retention.
         activity_type_ids: Activity types to read; None reads every type the instance lists
             except New Lead, Change Data Value and Delete Lead, which `lead_changes` and
             `deleted_leads` read.

@@ -9,8 +9,9 @@ import pendulum
 
 from marketo_source.errors import MarketoConfigurationError
 
-DEFAULT_START_DAYS_AGO = 90
-"""Without a start_date the first run reads 90 days back, Marketo's shortest retention but one."""
+DEFAULT_START_DAYS_AGO = 89
+"""Without a start_date the first run reads from midnight 89 days ago: all that Marketo still keeps
+of its 90-day types (so no retention gap is reported), and more than it keeps of Delete Lead."""
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,17 @@ Run it on a schedule: each run resumes where the last one stopped.
 
 import argparse
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict
 
 import dlt
 
 from marketo_source import MarketoError, marketo_source
+from marketo_source.sandbox import DataSpec, MarketoSandbox
+
+SANDBOX_DATA = DataSpec(days=13)
+"""The demo's data: 13 days, within every retention window, so a first run reports no gap."""
 
 
 def main() -> int:
@@ -38,16 +43,16 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _run_against_sandbox(args: argparse.Namespace) -> int:
-    from marketo_source.sandbox import DataSpec, MarketoSandbox
 
-    data = DataSpec()
+    data = SANDBOX_DATA
+    start = datetime.fromtimestamp(data.start_ms() / 1000, timezone.utc).isoformat()
     with MarketoSandbox(data=data) as sandbox:
         print(f"Marketo sandbox serving at {sandbox.base_url}")
         source = marketo_source(
             base_url=sandbox.base_url,
             client_id=sandbox.client_id,
             client_secret=sandbox.client_secret,
-            **({"start_date": data.start_date} | _overrides(args)),
+            **({"start_date": start} | _overrides(args)),
         )
         # Each start is a new instance: its tokens mean nothing to state saved from another one.
         return _run(args, source, default_name="marketo_sandbox", refresh="drop_sources")

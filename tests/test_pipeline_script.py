@@ -8,12 +8,14 @@ from pathlib import Path
 
 import duckdb
 
-from marketo_source.sandbox import DataSpec, MarketoSandbox
+from marketo_source.sandbox import MarketoSandbox
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS
 
 from tests.expected import table_of
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "pipelines"))
+from marketo_pipeline import SANDBOX_DATA  # noqa: E402
 
 
 def test_sandbox_run_loads_the_sandbox_data_and_prints_a_summary(tmp_path: Path) -> None:
@@ -26,7 +28,8 @@ def test_sandbox_run_loads_the_sandbox_data_and_prints_a_summary(tmp_path: Path)
     assert "Marketo API calls this run:" in result.stdout
 
     printed = dict(re.findall(r"^  (\w+)\s+([\d,]+) rows$", result.stdout, re.MULTILINE))
-    with MarketoSandbox(data=DataSpec()) as sandbox:
+    assert "RETENTION GAP" not in result.stderr + result.stdout
+    with MarketoSandbox(data=SANDBOX_DATA) as sandbox:
         truth = sandbox.ground_truth()
     types = {t["id"]: t["name"] for t in truth["activity_types"]}
     with duckdb.connect(str(tmp_path / "marketo_sandbox.duckdb"), read_only=True) as db:
