@@ -2,8 +2,9 @@
 
 Every stream follows the same path: cursors from dlt state grouped into chains, pages read
 concurrently, records flattened into Arrow tables per destination table and handed to dlt in
-batches. When the daily quota runs out a stream stops cleanly: what was read is loaded and the
-state points just after the last page read.
+batches. When the daily quota runs out, a run bound is reached or a failure outlasts its
+retries, a stream stops cleanly: what was read is loaded and the state points just after the
+last page read.
 """
 
 import logging
@@ -27,6 +28,7 @@ from marketo_source.schema import (
     activity_table_name,
     field_changes_to_arrow,
     rejects_to_arrow,
+    timestamp_or_none,
     type_attributes,
 )
 from marketo_source.streams import (
@@ -48,13 +50,16 @@ FIELD_CHANGES_TABLE = "lead_field_changes"
 REJECTED_TABLE = "marketo_rejected_records"
 RETENTION_GAPS_TABLE = "marketo_retention_gaps"
 _TABLE_HINTS = {
-    RETENTION_GAPS_TABLE: dlt.mark.make_hints(
-        table_name=RETENTION_GAPS_TABLE, write_disposition="append", primary_key=[]
-    ),
-    FIELD_CHANGES_TABLE: dlt.mark.make_hints(table_name=FIELD_CHANGES_TABLE, primary_key=["marketo_guid", "field_id"]),
-    REJECTED_TABLE: dlt.mark.make_hints(table_name=REJECTED_TABLE, write_disposition="append", primary_key=[]),
+    name: dlt.mark.make_hints(table_name=name, **hints)
+    for name, hints in {
+        "activity_type_attributes": dict(primary_key=["activity_type_id", "name"]),
+        "custom_activity_type_attributes": dict(primary_key=["activity_type_api_name", "api_name"]),
+        FIELD_CHANGES_TABLE: dict(primary_key=["marketo_guid", "field_id"]),
+        REJECTED_TABLE: dict(write_disposition="append", primary_key=[]),
+        RETENTION_GAPS_TABLE: dict(write_disposition="append", primary_key=[]),
+    }.items()
 }
-"""Tables that do not share the resource's key and write disposition."""
+"""Tables that do not share their resource's key or write disposition."""
 
 
 @dataclass
@@ -98,8 +103,8 @@ def activity_types(run: MarketoRun) -> Iterator[TDataItem]:
             {"activity_type_id": activity_type["id"], "name": name, "data_type": data_type}
             for name, data_type in type_attributes(activity_type)
         ]
-    yield dlt.mark.with_table_name(types, "activity_types")
-    yield _with_key(attributes, "activity_type_attributes", ["activity_type_id", "name"])
+    yield to_table(types, "activity_types")
+    yield to_table(attributes, "activity_type_attributes")
 
 
 def custom_activity_types(run: MarketoRun) -> Iterator[TDataItem]:
@@ -116,8 +121,8 @@ def custom_activity_types(run: MarketoRun) -> Iterator[TDataItem]:
                 "trigger_name": custom_type.get("triggerName"),
                 "filter_name": custom_type.get("filterName"),
                 "status": custom_type.get("status"),
-                "created_at": custom_type.get("createdAt"),
-                "updated_at": custom_type.get("updatedAt"),
+                "created_at": timestamp_or_none(custom_type.get("createdAt")),
+                "updated_at": timestamp_or_none(custom_type.get("updatedAt")),
                 "primary_attribute_api_name": primary.get("apiName"),
                 "primary_attribute_name": primary.get("name"),
                 "primary_attribute_data_type": primary.get("dataType"),
@@ -133,8 +138,8 @@ def custom_activity_types(run: MarketoRun) -> Iterator[TDataItem]:
             }
             for attribute in custom_type.get("attributes") or ()
         ]
-    yield dlt.mark.with_table_name(types, "custom_activity_types")
-    yield _with_key(attributes, "custom_activity_type_attributes", ["activity_type_api_name", "api_name"])
+    yield to_table(types, "custom_activity_types")
+    yield to_table(attributes, "custom_activity_type_attributes")
 
 
 def activities(run: MarketoRun) -> Iterator[TDataItem]:
@@ -279,7 +284,7 @@ def _read_stream(
     retention_gaps: List[Dict[str, Any]],
 ) -> Iterator[TDataItem]:
     if retention_gaps:
-        yield dlt.mark.with_hints(retention_gaps, _TABLE_HINTS[RETENTION_GAPS_TABLE], create_table_variant=True)
+        yield to_table(retention_gaps, RETENTION_GAPS_TABLE)
     buffer = _TableBuffer()
     pages = records = 0
     reader = PageReader(run.client, run.tokens, chains, run.max_concurrency, run.budget)
@@ -346,11 +351,11 @@ class _TableBuffer:
     def _take(self, table_name: str) -> TDataItem:
         table = pa.concat_tables(self._tables.pop(table_name), promote_options="default")
         self._rows.pop(table_name)
-        if table_name in _TABLE_HINTS:
-            return dlt.mark.with_hints(table, _TABLE_HINTS[table_name], create_table_variant=True)
-        return dlt.mark.with_table_name(table, table_name)
+        return to_table(table, table_name)
 
 
-def _with_key(item: Any, table_name: str, key: List[str]) -> TDataItem:
-    hints = dlt.mark.make_hints(table_name=table_name, primary_key=key)
-    return dlt.mark.with_hints(item, hints, create_table_variant=True)
+def to_table(item: Any, table_name: str) -> TDataItem:
+    """Sends rows to a table, with that table's own key and write disposition where it has them."""
+    if table_name in _TABLE_HINTS:
+        return dlt.mark.with_hints(item, _TABLE_HINTS[table_name], create_table_variant=True)
+    return dlt.mark.with_table_name(item, table_name)

@@ -208,7 +208,7 @@ def field_changes_to_arrow(records: Sequence[Dict[str, Any]]) -> Tuple[pa.Table,
     columns: Dict[str, List[Any]] = {column: [] for column in FIELD_CHANGE_COLUMNS}
     rejects: Rejects = []
     for record in records:
-        activity_date = _timestamp_or_none(record.get("activityDate"))
+        activity_date = timestamp_or_none(record.get("activityDate"))
         for change in record.get("fields") or ():
             if change.get("id") is None:
                 rejects.append((record, "a changed field without its id"))
@@ -241,7 +241,8 @@ def _table(arrays: Dict[str, pa.Array], key: Sequence[str]) -> pa.Table:
     return pa.Table.from_arrays(list(arrays.values()), schema=pa.schema(fields))
 
 
-def _timestamp_or_none(value: Any) -> Optional[datetime]:
+def timestamp_or_none(value: Any) -> Optional[datetime]:
+    """The UTC datetime of a Marketo datetime string, or None for a missing or unparseable one."""
     try:
         return parse_timestamp(value)
     except ValueError:
