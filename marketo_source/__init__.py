@@ -3,7 +3,7 @@
     import dlt
     from marketo_source import marketo_source
 
-    pipeline = dlt.pipeline(pipeline_name="marketo", destination="duckdb", dataset_name="marketo")
+    pipeline = dlt.pipeline(pipeline_name="marketo_pipeline", destination="duckdb", dataset_name="marketo")
     pipeline.run(marketo_source(start_date="2024-01-01T00:00:00Z"))
 
 Settings come from the arguments, `.dlt/config.toml` and `.dlt/secrets.toml` under

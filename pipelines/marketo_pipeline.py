@@ -33,7 +33,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--sandbox", action="store_true", help="start the bundled Marketo sandbox and read it")
     parser.add_argument("--destination", default="duckdb", help="any dlt destination (default: duckdb)")
     parser.add_argument("--dataset", default="marketo", help="dataset (schema) name (default: marketo)")
-    parser.add_argument("--pipeline-name", help="default: marketo, or marketo_sandbox with --sandbox")
+    parser.add_argument("--pipeline-name", help="default: marketo_pipeline, or marketo_sandbox with --sandbox")
     parser.add_argument("--start-date", help="first run's start, e.g. 2024-01-01T00:00:00Z")
     return parser.parse_args()
 
@@ -58,10 +58,12 @@ def _run_against_sandbox(args: argparse.Namespace) -> int:
         return _run(args, source, default_name="marketo_sandbox", refresh="drop_sources")
 
 
-def _run(args: argparse.Namespace, source: Any, default_name: str = "marketo", refresh: Any = None) -> int:
+def _run(args: argparse.Namespace, source: Any, default_name: str = "marketo_pipeline", refresh: Any = None) -> int:
     name = args.pipeline_name or default_name
     destination: Any = args.destination
     if destination == "duckdb":
+        # Named after the pipeline, not the dataset: DuckDB cannot tell a database file called
+        # marketo.duckdb from a dataset (schema) called marketo.
         destination = dlt.destinations.duckdb(str(Path.cwd() / f"{name}.duckdb"))
     pipeline = dlt.pipeline(pipeline_name=name, destination=destination, dataset_name=args.dataset)
     try:

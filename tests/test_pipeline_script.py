@@ -43,3 +43,30 @@ def test_sandbox_run_loads_the_sandbox_data_and_prints_a_summary(tmp_path: Path)
             loaded = {row[0] for row in db.sql(f"select marketo_guid from marketo.{table}").fetchall()}
             assert loaded == expected, table
             assert int(printed[table].replace(",", "")) == len(expected)
+
+
+def test_a_run_configured_only_through_dlt_files(tmp_path: Path) -> None:
+    from marketo_source.sandbox import DataSpec
+
+    data = DataSpec(seed=77, leads=30, activities=1200, days=6, start_date="2026-10-10T00:00:00Z")
+    with MarketoSandbox(data=data, client_id="files-id", client_secret="files-secret") as unseen:
+        (tmp_path / ".dlt").mkdir()
+        (tmp_path / ".dlt" / "config.toml").write_text(
+            f'[sources.marketo]\nbase_url = "{unseen.base_url}/rest/"\nstart_date = "2026-10-10T00:00:00Z"\n'
+        )
+        (tmp_path / ".dlt" / "secrets.toml").write_text(
+            '[sources.marketo]\nclient_id = "files-id"\nclient_secret = "files-secret"\n'
+        )
+        result = subprocess.run(
+            [sys.executable, str(REPO / "pipelines" / "marketo_pipeline.py")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+            env={k: v for k, v in {**os.environ, "DLT_DATA_DIR": str(tmp_path / "dlt")}.items()
+                 if not k.startswith("SOURCES__")},
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        truth = unseen.ground_truth()
+    with duckdb.connect(str(tmp_path / "marketo_pipeline.duckdb"), read_only=True) as db:
+        loaded = {row[0] for row in db.sql("select marketo_guid from marketo.lead_changes").fetchall()}
+        deleted = {row[0] for row in db.sql("select marketo_guid from marketo.deleted_leads").fetchall()}
+    assert loaded == {r["marketoGUID"] for r in truth["lead_changes"]}
+    assert deleted == {r["marketoGUID"] for r in truth["deleted_leads"]}
