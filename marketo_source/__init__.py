@@ -30,6 +30,7 @@ from marketo_source.errors import (
     MarketoQuotaExceeded,
     MarketoRequestError,
     MarketoTransientError,
+    MarketoWriteUncertain,
 )
 from marketo_source.options import parse_read_options
 from marketo_source.streams import PagingTokens, RunBudget, stop_reason_for
@@ -155,4 +156,5 @@ __all__ = [
     "MarketoQuotaExceeded",
     "MarketoRequestError",
     "MarketoTransientError",
+    "MarketoWriteUncertain",
 ]

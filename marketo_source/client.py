@@ -32,6 +32,7 @@ from marketo_source.errors import (
     MarketoQuotaExceeded,
     MarketoRequestError,
     MarketoTransientError,
+    MarketoWriteUncertain,
 )
 
 logger = logging.getLogger("marketo_source")
@@ -266,10 +267,19 @@ class MarketoClient:
         return self._call("GET", path, timeout, params=query)
 
     def post(
-        self, path: str, body: Mapping[str, Any], timeout: Optional[float] = None
+        self, path: str, body: Mapping[str, Any], timeout: Optional[float] = None, idempotent: bool = True
     ) -> Dict[str, Any]:
-        """Calls a write endpoint with a JSON body and returns Marketo's answer."""
-        return self._call("POST", path, timeout, data=json.dumps(body), content_type=_JSON)
+        """Calls a write endpoint with a JSON body and returns Marketo's answer.
+
+        Args:
+            path: The API path under /rest.
+            body: The JSON body.
+            timeout: Seconds to wait for the answer; default `read_timeout_s`.
+            idempotent: False for calls that must not be applied twice (Add Custom Activities):
+                such a call is sent again only after answers Marketo gives before processing
+                (601, 602, 606, 615); any other transient failure raises `MarketoWriteUncertain`.
+        """
+        return self._call("POST", path, timeout, data=json.dumps(body), content_type=_JSON, idempotent=idempotent)
 
     def _call(
         self,
@@ -279,6 +289,7 @@ class MarketoClient:
         params: Optional[str] = None,
         data: Optional[str] = None,
         content_type: Optional[str] = None,
+        idempotent: bool = True,
     ) -> Dict[str, Any]:
         headers = {"Content-Type": content_type} if content_type else {}
         request = dict(params=params, data=data, timeout=timeout or self.read_timeout_s)
@@ -298,6 +309,12 @@ class MarketoClient:
                     ) from None
             except _Retry as failure:
                 self._count(self.retries, failure.code or str(failure))
+                if not idempotent and failure.code not in settings.REFUSED_BEFORE_PROCESSING_CODES:
+                    raise MarketoWriteUncertain(
+                        f"{path} failed ({failure}) and Marketo may have applied it; not sent again.",
+                        code=failure.code,
+                        endpoint=path,
+                    ) from None
                 if attempt >= self.max_attempts:
                     raise MarketoTransientError(
                         f"{path} still failed after {attempt} attempts: {failure}. The saved "

@@ -37,6 +37,12 @@ class MarketoTransientError(MarketoError):
     """A transient failure (rate limit, timeout, server error) that outlasted every retry."""
 
 
+class MarketoWriteUncertain(MarketoError):
+    """A write failed in a way that does not tell whether Marketo applied it (a timeout, a reset,
+    a 5xx or 611); it was not sent again. Read back before resending: custom activities are
+    write-once, so a blind resend could add them twice."""
+
+
 class MarketoRequestError(MarketoError):
     """Marketo rejected the call's parameters or data (701, 704, 709, 1003, ...)."""
 

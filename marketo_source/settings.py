@@ -39,6 +39,10 @@ MAX_AUTH_REPLAYS = 3
 
 TRANSIENT_ERROR_CODES: FrozenSet[str] = frozenset({"604", "606", "608", "611", "615", "713"})
 TOKEN_ERROR_CODES: FrozenSet[str] = frozenset({"601", "602"})
+REFUSED_BEFORE_PROCESSING_CODES: FrozenSet[str] = frozenset({"606", "615"})
+"""Transient codes Marketo answers before it processes a call: a write refused with them is safe
+to send again. Every other transient failure (604, 608, 611, 713, HTTP 5xx, timeouts, resets) may
+come after a write was applied."""
 
 LEAD_CHANGE_TYPE_IDS = (12, 13)
 DELETE_LEAD_TYPE_ID = 37

@@ -14,6 +14,7 @@ from marketo_source import (
     MarketoQuotaExceeded,
     MarketoRequestError,
     MarketoTransientError,
+    MarketoWriteUncertain,
     marketo_source,
 )
 from marketo_source.sandbox import Fault, Limits, MarketoSandbox
@@ -169,3 +170,23 @@ def test_bad_settings_are_named(sandbox: MarketoSandbox, setting: str, value: An
     settings = dict(base_url=sandbox.base_url, client_id=sandbox.client_id, client_secret=sandbox.client_secret)
     with pytest.raises(MarketoConfigurationError, match=message):
         marketo_source(**{**settings, setting: value})
+
+
+@pytest.mark.parametrize("kind, resent", [("606", True), ("615", True), ("602", True), ("611", False), ("http502", False), ("reset", False)])
+def test_a_write_is_resent_only_after_failures_answered_before_processing(
+    sandbox: MarketoSandbox, kind: str, resent: bool
+) -> None:
+    client = client_for(sandbox)
+    client.get(ACTIVITY_TYPES_PATH)
+    sandbox.set_faults([Fault(kind, calls=(2,))])
+    truth = sandbox.ground_truth()
+    item = {"leadId": truth["activities"][0]["leadId"], "activityDate": "2026-10-02T10:00:00Z",
+            "activityTypeId": truth["custom_activity_types"][0]["id"], "primaryAttributeValue": "x", "attributes": []}
+    body = {"input": [item]}
+    if resent:
+        assert client.post("/v1/activities/external.json", body, idempotent=False)["success"] is True
+    else:
+        with pytest.raises(MarketoWriteUncertain, match="may have applied it"):
+            client.post("/v1/activities/external.json", body, idempotent=False)
+    assert client.calls["/v1/activities/external.json"] == (2 if resent else 1)
+    assert sandbox.stats()["faults_injected"] == {kind: 1}
