@@ -20,6 +20,18 @@ from dlt.sources import DltResource
 from marketo_source import resources, settings
 from marketo_source.catalog import Catalog
 from marketo_source.client import MarketoClient
+from marketo_source.custom_activities import (
+    ActivityLedger,
+    CustomActivityPusher,
+    PushSummary,
+    marketo_custom_activities,
+)
+from marketo_source.custom_activity_types import (
+    AttributeDefinition,
+    CustomActivityTypeDefinition,
+    CustomActivityTypes,
+    ensure_custom_activity_type,
+)
 from marketo_source.errors import (
     MarketoAccessDenied,
     MarketoAuthError,
@@ -31,6 +43,7 @@ from marketo_source.errors import (
     MarketoRequestError,
     MarketoTransientError,
     MarketoWriteUncertain,
+    marketo_error_behind,
 )
 from marketo_source.options import parse_read_options
 from marketo_source.streams import PagingTokens, RunBudget, stop_reason_for
@@ -146,6 +159,15 @@ def _stop_cleanly(
 
 __all__ = [
     "marketo_source",
+    "marketo_custom_activities",
+    "ensure_custom_activity_type",
+    "marketo_error_behind",
+    "ActivityLedger",
+    "AttributeDefinition",
+    "CustomActivityPusher",
+    "CustomActivityTypeDefinition",
+    "CustomActivityTypes",
+    "PushSummary",
     "MarketoClient",
     "MarketoError",
     "MarketoAccessDenied",

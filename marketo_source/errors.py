@@ -54,3 +54,16 @@ class MarketoNotFound(MarketoRequestError):
 class MarketoListTooLarge(MarketoRequestError):
     """1003 for a `list_id` whose list holds 10,000 or more leads."""
 
+
+
+def marketo_error_behind(error: Optional[BaseException]) -> Optional[MarketoError]:
+    """The Marketo error behind `error`, such as dlt's `PipelineStepFailed`, or None.
+
+    dlt wraps what a source or destination raises; the Marketo error is the one whose message
+    names the setting and says what to do.
+    """
+    while error is not None:
+        if isinstance(error, MarketoError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None

@@ -12,12 +12,24 @@ LEAD_CHANGES_PATH = "/v1/activities/leadchanges.json"
 DELETED_LEADS_PATH = "/v1/activities/deletedleads.json"
 LEAD_DESCRIBE_PATH = "/v1/leads/describe2.json"
 CUSTOM_ACTIVITY_TYPES_PATH = "/v1/activities/external/types.json"
+CUSTOM_ACTIVITY_TYPE_PATH = "/v1/activities/external/type"
+"""Create is `<this>.json`; the calls on one type are `<this>/{apiName}/...`."""
+ADD_CUSTOM_ACTIVITIES_PATH = "/v1/activities/external.json"
 
 MAX_TYPES_PER_CALL = 10
 MAX_LEAD_IDS_PER_CALL = 30
 MAX_BATCH_SIZE = 300
 MAX_CONCURRENCY = 10
 """Marketo answers 615 past 10 concurrent calls per instance."""
+MAX_CUSTOM_ACTIVITY_TYPES = 10
+"""Marketo answers 1027 past 10 custom activity types per instance."""
+MAX_CUSTOM_ACTIVITY_ATTRIBUTES = 20
+"""Marketo answers 1028 past 20 attributes per custom activity type (the primary one not counted)."""
+MAX_CUSTOM_API_NAME_LENGTH = 255
+CUSTOM_ATTRIBUTE_DATA_TYPES = (
+    "string", "boolean", "integer", "float", "link", "email", "currency", "date", "datetime", "phone", "text",
+)
+"""Data types a custom activity type's attributes may have (the swagger enum)."""
 MAX_GET_URL_BYTES = 8192
 """Marketo answers 414 past 8 KB; such calls go as POST with `_method=GET`."""
 
@@ -29,6 +41,9 @@ DEFAULT_MAX_CONCURRENCY = 5
 DEFAULT_READ_TIMEOUT_S = 30.0
 DEFAULT_PAGING_TOKEN_TIMEOUT_S = 300.0
 DEFAULT_WRITE_TIMEOUT_S = 90.0
+ADD_CUSTOM_ACTIVITIES_SERVER_TIMEOUT_S = 90.0
+"""How long Marketo works on an Add Custom Activities call before it gives up (its documented
+endpoint timeout): a write not applied by then is taken as never applied."""
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_BACKOFF_BASE_S = 1.0
 DEFAULT_BACKOFF_MAX_S = 60.0

@@ -14,7 +14,7 @@ from typing import Any, Dict
 
 import dlt
 
-from marketo_source import MarketoError, marketo_source
+from marketo_source import marketo_error_behind, marketo_source
 from marketo_source.sandbox import DataSpec, MarketoSandbox
 
 SANDBOX_DATA = DataSpec(days=13)
@@ -69,18 +69,9 @@ def _run(args: argparse.Namespace, source: Any, default_name: str = "marketo_pip
     try:
         pipeline.run(source, refresh=refresh)
     except Exception as error:  # dlt wraps the source's errors; show the one that says what to do
-        cause = _marketo_cause(error)
-        print(f"Run failed: {cause or error}", file=sys.stderr)
+        print(f"Run failed: {marketo_error_behind(error) or error}", file=sys.stderr)
         return 1
     return _print_summary(pipeline)
-
-
-def _marketo_cause(error: BaseException) -> Any:
-    while error is not None:
-        if isinstance(error, MarketoError):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def _print_summary(pipeline: dlt.Pipeline) -> int:
