@@ -27,6 +27,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--start-date", default=None, help="ISO start of the span (default: today minus --days)")
     parser.add_argument("--no-custom-types", action="store_true")
+    parser.add_argument("--max-custom-types", type=int, default=10, help="custom types allowed (Marketo: 10)")
     parser.add_argument("--client-id", default="sandbox-client-id")
     parser.add_argument("--client-secret", default="sandbox-client-secret")
     parser.add_argument("--token-ttl", type=float, default=3600)
@@ -47,7 +48,8 @@ def _int_or_none(value: float | None) -> int | None:
 def build_sandbox(args: argparse.Namespace) -> MarketoSandbox:
     """The MarketoSandbox the options describe."""
     data = DataSpec(seed=args.seed, leads=args.leads, activities=args.activities, days=args.days,
-                    start_date=args.start_date, custom_types=not args.no_custom_types)
+                    start_date=args.start_date, custom_types=not args.no_custom_types,
+                    max_custom_types=args.max_custom_types)
     limits = Limits(calls_per_window=_int_or_none(args.calls_per_window), window_s=args.window,
                     max_concurrent=_int_or_none(args.max_concurrent), daily_quota=_int_or_none(args.daily_quota),
                     latency_s=args.latency)

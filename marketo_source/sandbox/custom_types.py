@@ -78,8 +78,9 @@ def _attribute_list(body: Any) -> list[Any]:
 class CustomTypeRegistry:
     """All custom activity types of the instance, keyed by apiName."""
 
-    def __init__(self, seeded: dict[str, CustomTypeVersion]) -> None:
+    def __init__(self, seeded: dict[str, CustomTypeVersion], max_types: int = MAX_TYPES) -> None:
         self.types: dict[str, CustomType] = {}
+        self.max_types = max_types
         self.next_id = CUSTOM_TYPE_FIRST_ID
         for api_name, version in seeded.items():
             self._add(api_name, approved=copy.deepcopy(version), draft=None)
@@ -139,8 +140,8 @@ class CustomTypeRegistry:
         api_name = str(body["apiName"])
         if not _API_NAME.fullmatch(api_name):
             raise invalid(f"Invalid apiName '{api_name}': alphanumeric with at least one letter, at most 255")
-        if len(self.types) >= MAX_TYPES:
-            raise ApiError("1027", f"Max custom activity types reached ({MAX_TYPES})")
+        if len(self.types) >= self.max_types:
+            raise ApiError("1027", f"Max custom activity types reached ({self.max_types})")
         if api_name in self.types:
             raise ApiError("709", f"Activity type with apiName '{api_name}' already exists")
         self._check_name_free(str(body["name"]), api_name)

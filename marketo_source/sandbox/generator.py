@@ -66,6 +66,8 @@ class DataSpec:
         auto_add: (every_n_calls, new, late): while serving, add activities every n REST calls.
         malformed: Number of initial records that break Marketo's schema, in turn: a value that
             does not fit its attribute's data type, no attribute list, no activityDate.
+        max_custom_types: Custom activity types the instance may hold, seeded ones included (Marketo: 10);
+            raise it to benchmark instances with many activity types.
     """
 
     seed: int = 1
@@ -79,6 +81,7 @@ class DataSpec:
     deleted_leads: int | None = None
     auto_add: tuple[int, int, int] | None = None
     malformed: int = 0
+    max_custom_types: int = 10
 
     def start_ms(self) -> int:
         """Epoch milliseconds of the span's start."""

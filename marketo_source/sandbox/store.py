@@ -128,7 +128,7 @@ class Store:
     def __init__(self, spec: DataSpec, token_secret: str, paging_token_ttl_s: float | None = None) -> None:
         self.lock = threading.Lock()
         self.spec = spec
-        self.custom_types = CustomTypeRegistry(SEEDED_CUSTOM_TYPES if spec.custom_types else {})
+        self.custom_types = CustomTypeRegistry(SEEDED_CUSTOM_TYPES if spec.custom_types else {}, spec.max_custom_types)
         seeded = {type_id: version for type_id, (_, version) in self.custom_types.approved().items()}
         self.generator = DataGenerator(spec, seeded)
         key = hashlib.sha256(f"{token_secret}:{spec.seed}".encode()).digest()

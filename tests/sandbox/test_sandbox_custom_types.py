@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, Callable
 
 import pytest
-from sandbox_helpers import Api, error_code
+from sandbox_helpers import TEST_DATA, Api, error_code
+
+from marketo_source.sandbox import MarketoSandbox
+from marketo_source.sandbox.__main__ import build_sandbox, parse_args
 
 EXTERNAL = "/rest/v1/activities/external"
 
@@ -85,6 +89,19 @@ def test_at_most_ten_custom_types(api: Api) -> None:
     answers = [api.post(f"{EXTERNAL}/type.json", _type_body(f"type{n}", f"Type {n}")) for n in range(9)]
     assert [a["success"] for a in answers] == [True] * 8 + [False]
     assert error_code(answers[-1]) == "1027"
+
+
+def test_max_custom_types_raises_the_cap(start_sandbox: Callable[..., MarketoSandbox]) -> None:
+    api = Api(start_sandbox(data=replace(TEST_DATA, max_custom_types=12)))
+    answers = [api.post(f"{EXTERNAL}/type.json", _type_body(f"type{n}", f"Type {n}")) for n in range(11)]
+    assert [a["success"] for a in answers] == [True] * 10 + [False]
+    assert "(12)" in answers[-1]["errors"][0]["message"]
+
+
+def test_cli_passes_max_custom_types() -> None:
+    small = ["--leads", "20", "--activities", "300"]
+    assert build_sandbox(parse_args([*small, "--max-custom-types", "100"])).data.max_custom_types == 100
+    assert build_sandbox(parse_args(small)).data.max_custom_types == 10
 
 
 def test_at_most_twenty_attributes(api: Api) -> None:
