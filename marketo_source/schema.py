@@ -10,6 +10,7 @@ from datetime import date, datetime, timezone
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from marketo_source import settings
@@ -161,38 +162,60 @@ class TableLayout:
     def to_arrow(self, records: Sequence[Dict[str, Any]]) -> pa.Table:
         """Flattens records into one Arrow table with every column of the layout."""
         rows = len(records)
-        values: Dict[str, List[Any]] = {}
-        variants: Dict[str, List[Any]] = {}
-
-        def put(column: str, row: int, raw: Any) -> None:
-            if raw is None:
-                return
-            data_type = self.column_types[column]
-            try:
-                converted = _CONVERTERS[data_type](raw)
-            except (TypeError, ValueError, OverflowError):
-                target, converted = variants, as_text(raw)
-                column += settings.VARIANT_SUFFIX
-            else:
-                target = values
-            cells = target.get(column)
-            if cells is None:
-                cells = target[column] = [None] * rows
-            cells[row] = converted
-
-        for row, record in enumerate(records):
-            for column, (field, _) in self.base_columns.items():
-                put(column, row, record.get(field))
-            for attribute in record.get("attributes") or ():
-                put(self.attribute_column(attribute.get("name")), row, attribute.get("value"))
-
-        arrays = {
-            column: pa.array(values.get(column, [None] * rows), ARROW_TYPES[data_type])
-            for column, data_type in self.column_types.items()
+        cells: Dict[str, List[Any]] = {
+            column: [record.get(field) for record in records] for column, (field, _) in self.base_columns.items()
         }
-        for column, cells in variants.items():
-            arrays[column] = pa.array(cells, pa.string())
+        for row, record in enumerate(records):
+            for attribute in record.get("attributes") or ():
+                column = self.attribute_column(attribute.get("name"))
+                column_cells = cells.get(column)
+                if column_cells is None:
+                    column_cells = cells[column] = [None] * rows
+                column_cells[row] = attribute.get("value")
+        arrays: Dict[str, pa.Array] = {}
+        for column, data_type in self.column_types.items():
+            typed, variants = typed_column(cells.get(column, [None] * rows), data_type)
+            arrays[column] = typed
+            if variants is not None:
+                arrays[column + settings.VARIANT_SUFFIX] = variants
         return _table(arrays, (KEY_COLUMN,))
+
+
+def typed_column(cells: List[Any], data_type: str) -> Tuple[pa.Array, Optional[pa.Array]]:
+    """A column of `data_type` from raw JSON values, and the text of values that do not fit.
+
+    Arrow converts a whole column at once when it can; only a column holding values Arrow
+    cannot convert goes value by value, and its misfits land in the variants.
+    """
+    arrow_type = ARROW_TYPES[data_type]
+    # Arrow takes True as 1.0 in a double column; the value-by-value path keeps it as a misfit.
+    if data_type != "double" or not any(type(value) is bool for value in cells):
+        try:
+            return pa.array(cells, arrow_type), None
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+    if data_type != "text":
+        try:
+            texts = pa.array([None if value is None else as_text(value) for value in cells], pa.string())
+            return pc.cast(texts, arrow_type), None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    return _typed_column_by_value(cells, data_type)
+
+
+def _typed_column_by_value(cells: List[Any], data_type: str) -> Tuple[pa.Array, Optional[pa.Array]]:
+    convert = _CONVERTERS[data_type]
+    typed: List[Any] = [None] * len(cells)
+    variants: List[Any] = [None] * len(cells)
+    misfits = False
+    for row, value in enumerate(cells):
+        if value is None:
+            continue
+        try:
+            typed[row] = convert(value)
+        except (TypeError, ValueError, OverflowError):
+            variants[row], misfits = as_text(value), True
+    return pa.array(typed, ARROW_TYPES[data_type]), pa.array(variants, pa.string()) if misfits else None
 
 
 Rejects = List[Tuple[Dict[str, Any], str]]
