@@ -46,7 +46,7 @@ from marketo_source.errors import (
     marketo_error_behind,
 )
 from marketo_source.options import parse_read_options
-from marketo_source.streams import PagingTokens, RunBudget, stop_reason_for
+from marketo_source.streams import PageScheduler, PagingTokens, RunBudget, stop_reason_for
 
 logger = logging.getLogger("marketo_source")
 
@@ -131,7 +131,10 @@ def marketo_source(
         backoff_max_s=backoff_max_s,
     )
     budget = RunBudget(max_calls_per_run, max_pages_per_run, max_seconds_per_run)
-    run = resources.MarketoRun(client, Catalog(client), PagingTokens(client), options, max_concurrency, budget)
+    scheduler = PageScheduler(
+        client, PagingTokens(client), max_concurrency, budget, max_waiting_pages=settings.MAX_WAITING_PAGES
+    )
+    run = resources.MarketoRun(client, Catalog(client), options, scheduler)
 
     def resource(read: Callable[[resources.MarketoRun], Iterator[TDataItem]], **hints: Any) -> DltResource:
         return dlt.resource(_stop_cleanly(read, run), name=read.__name__, **hints)

@@ -379,6 +379,11 @@ class MarketoClient:
             self._local.session = session
         return session
 
+    def calls_made(self) -> int:
+        """Calls sent so far, retries included."""
+        with self._counts_lock:
+            return sum(self.calls.values())
+
     def _count(self, counter: Counter[str], key: str) -> None:
         with self._counts_lock:
             counter[key] += 1

@@ -11,7 +11,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import dlt
 import pyarrow as pa
@@ -33,9 +33,7 @@ from marketo_source.schema import (
 )
 from marketo_source.streams import (
     Cursor,
-    PageReader,
-    PagingTokens,
-    RunBudget,
+    PageScheduler,
     StopReason,
     chains_for_cursors,
     retention_gap,
@@ -43,8 +41,19 @@ from marketo_source.streams import (
 
 logger = logging.getLogger("marketo_source")
 
-TablesOfPage = Callable[[List[Dict[str, Any]], Rejects], Iterable[Tuple[str, pa.Table]]]
-"""Turns a page's records into (table name, rows) and adds what it sets aside to the rejects."""
+Records = List[Dict[str, Any]]
+
+
+class StreamTables:
+    """Which tables a stream's records go to, and how a table's records become rows."""
+
+    def route(self, records: Records) -> Iterable[Tuple[str, Records]]:
+        """(table name, records) for each table the records fill."""
+        raise NotImplementedError
+
+    def to_arrow(self, table_name: str, records: Records) -> Tuple[pa.Table, Rejects]:
+        """The rows of `table_name`, and the records set aside with their reasons."""
+        raise NotImplementedError
 
 FIELD_CHANGES_TABLE = "lead_field_changes"
 REJECTED_TABLE = "marketo_rejected_records"
@@ -64,14 +73,12 @@ _TABLE_HINTS = {
 
 @dataclass
 class MarketoRun:
-    """What the resources of one source instance share: one client, one catalog, one token cache."""
+    """What the resources of one source instance share: one client, one catalog, one page scheduler."""
 
     client: MarketoClient
     catalog: Catalog
-    tokens: PagingTokens
     options: ReadOptions
-    max_concurrency: int
-    budget: RunBudget
+    scheduler: PageScheduler
 
     def scopes(self) -> List[Tuple[str, Dict[str, str]]]:
         """(state key, filter parameters) per filter chunk: more than 30 lead ids take several."""
@@ -163,8 +170,7 @@ def activities(run: MarketoRun) -> Iterator[TDataItem]:
             run.options.lookback,
             group_param="activityTypeIds",
         )
-    tables = _ActivityTables(run.catalog.activity_types)
-    yield from _read_stream(run, "activities", chains, tables.of_page, gaps)
+    yield from _read_stream(run, "activities", chains, _ActivityTables(run.catalog.activity_types), gaps)
 
 
 def lead_changes(run: MarketoRun) -> Iterator[TDataItem]:
@@ -184,14 +190,7 @@ def lead_changes(run: MarketoRun) -> Iterator[TDataItem]:
     layout = TableLayout(
         attribute for type_id in settings.LEAD_CHANGE_TYPE_IDS for attribute in type_attributes(known.get(type_id, {}))
     )
-
-    def of_page(records: List[Dict[str, Any]], rejects: Rejects) -> Iterable[Tuple[str, pa.Table]]:
-        yield "lead_changes", layout.to_arrow(records)
-        field_changes, unkeyed = field_changes_to_arrow(records)
-        rejects += unkeyed
-        yield FIELD_CHANGES_TABLE, field_changes
-
-    yield from _read_stream(run, "lead_changes", chains, of_page, gaps)
+    yield from _read_stream(run, "lead_changes", chains, _LeadChangeTables(layout), gaps)
 
 
 def deleted_leads(run: MarketoRun) -> Iterator[TDataItem]:
@@ -204,34 +203,63 @@ def deleted_leads(run: MarketoRun) -> Iterator[TDataItem]:
         settings.DELETED_LEADS_PATH, cursors, params, run.options.start, run.options.lookback
     )
     metadata = run.catalog.activity_types.get(settings.DELETE_LEAD_TYPE_ID, {})
-    layout = TableLayout(type_attributes(metadata))
-    yield from _read_stream(
-        run, "deleted_leads", chains, lambda records, _: [("deleted_leads", layout.to_arrow(records))], [gap] if gap else []
-    )
+    tables = _OneTable("deleted_leads", TableLayout(type_attributes(metadata)))
+    yield from _read_stream(run, "deleted_leads", chains, tables, [gap] if gap else [])
 
 
-class _ActivityTables:
-    """Splits an activities page by type into that type's table."""
+class _OneTable(StreamTables):
+    """Every record of the stream goes to one table."""
+
+    def __init__(self, table_name: str, layout: TableLayout) -> None:
+        self._table_name = table_name
+        self._layout = layout
+
+    def route(self, records: Records) -> Iterable[Tuple[str, Records]]:
+        yield self._table_name, records
+
+    def to_arrow(self, table_name: str, records: Records) -> Tuple[pa.Table, Rejects]:
+        return self._layout.to_arrow(records), []
+
+
+class _LeadChangeTables(StreamTables):
+    """Each lead change goes to `lead_changes`, and each of its changed fields to `lead_field_changes`."""
+
+    def __init__(self, layout: TableLayout) -> None:
+        self._layout = layout
+
+    def route(self, records: Records) -> Iterable[Tuple[str, Records]]:
+        yield "lead_changes", records
+        yield FIELD_CHANGES_TABLE, records
+
+    def to_arrow(self, table_name: str, records: Records) -> Tuple[pa.Table, Rejects]:
+        if table_name == FIELD_CHANGES_TABLE:
+            return field_changes_to_arrow(records)
+        return self._layout.to_arrow(records), []
+
+
+class _ActivityTables(StreamTables):
+    """Each activity goes to its type's table."""
 
     def __init__(self, known_types: Dict[int, Dict[str, Any]]) -> None:
         self._known = known_types
-        self._layouts: Dict[Any, Tuple[str, TableLayout]] = {}
         self._names = _unique_table_names(known_types)
+        self._layouts: Dict[str, TableLayout] = {}
 
-    def of_page(self, records: List[Dict[str, Any]], rejects: Rejects) -> Iterable[Tuple[str, pa.Table]]:
-        by_type: Dict[Any, List[Dict[str, Any]]] = defaultdict(list)
+    def route(self, records: Records) -> Iterable[Tuple[str, Records]]:
+        by_table: Dict[str, Records] = defaultdict(list)
         for record in records:
-            by_type[record.get("activityTypeId")].append(record)
-        for type_id, typed_records in by_type.items():
-            table_name, layout = self._layout(type_id)
-            yield table_name, layout.to_arrow(typed_records)
+            by_table[self._table_of(record.get("activityTypeId"))].append(record)
+        return by_table.items()
 
-    def _layout(self, type_id: Any) -> Tuple[str, TableLayout]:
-        if type_id not in self._layouts:
-            # A type missing from the metadata still lands, in a table named after its id.
-            name = self._names.get(type_id) or activity_table_name(f"type {type_id}")
-            self._layouts[type_id] = (name, TableLayout(type_attributes(self._known.get(type_id, {}))))
-        return self._layouts[type_id]
+    def to_arrow(self, table_name: str, records: Records) -> Tuple[pa.Table, Rejects]:
+        return self._layouts[table_name].to_arrow(records), []
+
+    def _table_of(self, type_id: Any) -> str:
+        # A type missing from the metadata still lands, in a table named after its id.
+        name = self._names.get(type_id) or activity_table_name(f"type {type_id}")
+        if name not in self._layouts:
+            self._layouts[name] = TableLayout(type_attributes(self._known.get(type_id, {})))
+        return name
 
 
 def _unique_table_names(known_types: Dict[int, Dict[str, Any]]) -> Dict[int, str]:
@@ -280,26 +308,45 @@ def _read_stream(
     run: MarketoRun,
     stream: str,
     chains: Sequence[Any],
-    tables_of_page: TablesOfPage,
+    tables: StreamTables,
     retention_gaps: List[Dict[str, Any]],
 ) -> Iterator[TDataItem]:
     if retention_gaps:
         yield to_table(retention_gaps, RETENTION_GAPS_TABLE)
-    buffer = _TableBuffer()
+    buffer = _RecordBuffer(settings.FLUSH_ROWS)
     pages = records = 0
-    reader = PageReader(run.client, run.tokens, chains, run.max_concurrency, run.budget)
-    for page in reader:
+    stream_pages = run.scheduler.pages(chains)
+    # Handing control back to dlt after each page lets it start and drain the other streams,
+    # so that their calls run alongside this one's.
+    yield []
+    for page in stream_pages:
+        if page is None:
+            yield []
+            continue
         pages += 1
         records += len(page.records)
         keyed, rejects = _split_unkeyed(page.records)
-        if keyed:
-            for table_name, table in tables_of_page(keyed, rejects):
-                yield from buffer.add(table_name, table)
+        for table_name, table_records in tables.route(keyed):
+            for full_table, full_records in buffer.add(table_name, table_records):
+                yield from _rows(stream, tables, full_table, full_records)
         if rejects:
-            logger.warning("%s: %d records set aside in %s", stream, len(rejects), REJECTED_TABLE)
-            yield from buffer.add(REJECTED_TABLE, rejects_to_arrow(stream, rejects))
-    yield from buffer.flush()
-    record_outcome(run, stream, pages, records, reader.stopped)
+            yield from _set_aside(stream, rejects)
+        yield []
+    for table_name, table_records in buffer.drain():
+        yield from _rows(stream, tables, table_name, table_records)
+    record_outcome(run, stream, pages, records, stream_pages.stopped)
+
+
+def _rows(stream: str, tables: StreamTables, table_name: str, records: Records) -> Iterator[TDataItem]:
+    table, rejects = tables.to_arrow(table_name, records)
+    yield to_table(table, table_name)
+    if rejects:
+        yield from _set_aside(stream, rejects)
+
+
+def _set_aside(stream: str, rejects: Rejects) -> Iterator[TDataItem]:
+    logger.warning("%s: %d records set aside in %s", stream, len(rejects), REJECTED_TABLE)
+    yield to_table(rejects_to_arrow(stream, rejects), REJECTED_TABLE)
 
 
 def record_outcome(run: MarketoRun, stream: str, pages: int, records: int, stopped: Optional[StopReason]) -> None:
@@ -329,29 +376,33 @@ def _split_unkeyed(records: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]],
     return keyed, rejects
 
 
-class _TableBuffer:
-    """Gathers small per-page tables into larger ones: fewer, bigger files for dlt to load."""
+class _RecordBuffer:
+    """Gathers records per table so that each is flattened in large batches.
 
-    def __init__(self) -> None:
-        self._tables: Dict[str, List[pa.Table]] = defaultdict(list)
-        self._rows: Dict[str, int] = defaultdict(int)
+    One row budget serves all tables of a stream: past it, the table holding most records is
+    flushed, so memory stays flat however many tables a stream fills.
+    """
 
-    def add(self, table_name: str, table: pa.Table) -> Iterator[TDataItem]:
-        if table.num_rows == 0:
-            return
-        self._tables[table_name].append(table)
-        self._rows[table_name] += table.num_rows
-        if self._rows[table_name] >= settings.FLUSH_ROWS:
+    def __init__(self, max_rows: int) -> None:
+        self._max_rows = max_rows
+        self._records: Dict[str, Records] = defaultdict(list)
+        self._rows = 0
+
+    def add(self, table_name: str, records: Records) -> Iterator[Tuple[str, Records]]:
+        self._records[table_name].extend(records)
+        self._rows += len(records)
+        while self._rows >= self._max_rows:
+            largest = max(self._records, key=lambda name: len(self._records[name]))
+            yield self._take(largest)
+
+    def drain(self) -> Iterator[Tuple[str, Records]]:
+        for table_name in list(self._records):
             yield self._take(table_name)
 
-    def flush(self) -> Iterator[TDataItem]:
-        for table_name in list(self._tables):
-            yield self._take(table_name)
-
-    def _take(self, table_name: str) -> TDataItem:
-        table = pa.concat_tables(self._tables.pop(table_name), promote_options="default")
-        self._rows.pop(table_name)
-        return to_table(table, table_name)
+    def _take(self, table_name: str) -> Tuple[str, Records]:
+        records = self._records.pop(table_name)
+        self._rows -= len(records)
+        return table_name, records
 
 
 def to_table(item: Any, table_name: str) -> TDataItem:

@@ -91,5 +91,7 @@ MARKETO_TO_DLT_TYPE: Dict[str, str] = {
 }
 """Marketo attribute data types with a typed column; every other type loads as text."""
 
-FLUSH_ROWS = 20_000
-"""Rows buffered per table before they are handed to dlt as one Arrow table."""
+FLUSH_ROWS = 10_000
+"""Records a stream buffers, across its tables, before its largest table goes to dlt as one Arrow table."""
+MAX_WAITING_PAGES = 8
+"""Pages a stream may hold ahead of its consumer; past that its chains wait, which bounds memory."""

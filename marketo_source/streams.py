@@ -8,12 +8,12 @@ each other, because each page's token comes from the one before.
 """
 
 import logging
+import queue
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import partial
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from marketo_source import settings
@@ -61,7 +61,11 @@ class PagingTokens:
 
 @dataclass
 class Chain:
-    """One sequence of page calls and the cursors it advances."""
+    """One sequence of page calls and the cursors it advances.
+
+    The fetching side (`token`, `start`, `fetched_newest`) runs ahead of the consuming side
+    (`newest` and the cursors), which moves only when a page's rows are handed to dlt.
+    """
 
     path: str
     params: Dict[str, str]
@@ -69,21 +73,23 @@ class Chain:
     start: datetime
     """Where a fresh token starts: the first run's start, or the lookback's restart."""
     token: Optional[str] = None
+    """The token of the next page to fetch."""
     token_is_fresh: bool = False
     newest: Optional[datetime] = None
+    """The newest activityDate handed on, as the cursors record it."""
+    fetched_newest: Optional[datetime] = None
+    """The newest activityDate fetched, where a refused token falls back to."""
 
     def __post_init__(self) -> None:
-        self.newest = _max_newest(self.cursors)
+        self.newest = self.fetched_newest = _max_newest(self.cursors)
 
     def advance(self, page: "Page") -> None:
-        """Moves the chain and its cursors past `page`."""
-        self.token, self.token_is_fresh = page.next_token, False
-        if page.newest is not None and (self.newest is None or page.newest > self.newest):
-            self.newest = page.newest
+        """Moves the cursors past `page`, once its rows are handed on."""
+        self.newest = _later(self.newest, page.newest)
         # A chain at its end stands at "now"; in the middle, near the newest activity it read.
         position = datetime.now(timezone.utc) if not page.more else self.newest
         for cursor in self.cursors:
-            cursor["token"] = self.token
+            cursor["token"] = page.next_token
             if self.newest is not None:
                 cursor["newest"] = self.newest.isoformat()
             if position is not None:
@@ -151,12 +157,15 @@ def fetch_page(client: MarketoClient, tokens: PagingTokens, chain: Chain) -> Pag
         logger.warning(
             "Marketo refused the saved paging token of %s (%s); restarting from %s. Rows read "
             "again are merged on marketo_guid.",
-            chain.path, error, chain.newest or chain.start,
+            chain.path, error, chain.fetched_newest or chain.start,
         )
-        chain.token, chain.start = None, chain.newest or chain.start
+        chain.token, chain.start = None, chain.fetched_newest or chain.start
         return fetch_page(client, tokens, chain)
     records = answer.get("result") or []
-    return Page(chain, records, answer["nextPageToken"], bool(answer.get("moreResult")), _newest(records))
+    page = Page(chain, records, answer["nextPageToken"], bool(answer.get("moreResult")), _newest(records))
+    chain.token, chain.token_is_fresh = page.next_token, False
+    chain.fetched_newest = _later(chain.fetched_newest, page.newest)
+    return page
 
 
 def _explain_1003(error: MarketoRequestError, chain: Chain) -> MarketoRequestError:
@@ -222,56 +231,153 @@ class RunBudget:
         return None
 
 
-class PageReader:
-    """Reads every page of the chains, running chains concurrently.
+class PageScheduler:
+    """Fetches the pages of every stream of a run concurrently, ahead of their consumers.
 
-    Pages come in the order they arrive. A budget reached, the daily quota used up or a transient
-    failure past its retries stops the reading cleanly: pages in flight are still yielded, the
-    chains stay where they are and `stopped` says why. Any other error is raised once the pages
-    in flight are yielded.
+    Each chain has at most one call in flight, and its next call starts as soon as its page
+    arrives, since the page carries the next token. A stream whose consumer lags holds at most
+    `max_waiting_pages` pages; its chains wait until it catches up, which bounds memory.
+    Cursors move only when the consumer takes a page, so state never runs ahead of the rows
+    handed to dlt. A budget reached, the daily quota used up or a transient failure past its
+    retries stops every stream cleanly; `stopped` says why.
     """
 
     def __init__(
-        self, client: MarketoClient, tokens: PagingTokens, chains: Sequence[Chain], max_workers: int, budget: RunBudget
+        self, client: MarketoClient, tokens: PagingTokens, max_workers: int, budget: RunBudget, max_waiting_pages: int
     ) -> None:
         self._client = client
-        self._fetch = partial(fetch_page, client, tokens)
-        self._chains = chains
+        self._tokens = tokens
         self._max_workers = max(1, max_workers)
         self._budget = budget
+        self._max_waiting = max_waiting_pages
+        self._lock = threading.Lock()
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._open: List["StreamPages"] = []
+        self.page_arrived = threading.Event()
+        """Set whenever any stream gets a page or ends a chain."""
         self.stopped: Optional[StopReason] = None
 
-    def __iter__(self) -> Iterator[Page]:
-        failure: Optional[BaseException] = None
-        with ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="marketo") as pool:
-            running: Dict["Future[Page]", Chain] = {}
-            for chain in self._chains:
-                self._submit(pool, running, chain)
-            while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    chain = running.pop(future)
-                    try:
-                        page = future.result()
-                    except Exception as error:  # kept until the pages in flight are yielded
-                        reason = stop_reason_for(error)
-                        if reason is None:
-                            failure = failure or error
-                        else:
-                            self.stopped = self.stopped or reason
-                        continue
-                    chain.advance(page)
-                    self._budget.pages += 1
-                    yield page
-                    if page.more and failure is None:
-                        self._submit(pool, running, chain)
-        if failure is not None:
-            raise failure
+    def pages(self, chains: Sequence[Chain]) -> "StreamPages":
+        """Starts fetching a stream's chains; iterate the result to consume its pages."""
+        stream = StreamPages(self, len(chains))
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="marketo")
+            self._open.append(stream)
+            for chain in chains:
+                self._continue(stream, chain)
+        return stream
 
-    def _submit(self, pool: ThreadPoolExecutor, running: Dict["Future[Page]", Chain], chain: Chain) -> None:
-        self.stopped = self.stopped or self._budget.spent(sum(self._client.calls.values()))
-        if self.stopped is None:
-            running[pool.submit(self._fetch, chain)] = chain
+    def _continue(self, stream: "StreamPages", chain: Chain) -> None:
+        """Starts the chain's next call, or ends the chain; called with the lock held."""
+        self.stopped = self.stopped or self._budget.spent(self._client.calls_made())
+        if self.stopped is not None or stream.failure is not None:
+            stream.chains_running -= 1
+            stream.wake()
+        elif stream.waiting() >= self._max_waiting:
+            stream.parked.append(chain)
+        else:
+            assert self._pool is not None
+            self._pool.submit(self._fetch, stream, chain)
+
+    def _fetch(self, stream: "StreamPages", chain: Chain) -> None:
+        try:
+            page = fetch_page(self._client, self._tokens, chain)
+        except Exception as error:  # handed to the consumer, after the pages it already has
+            with self._lock:
+                reason = stop_reason_for(error)
+                if reason is None:
+                    stream.failure = stream.failure or error
+                else:
+                    self.stopped = self.stopped or reason
+                stream.chains_running -= 1
+            stream.wake()
+            return
+        stream.put(page)
+        stream.wake()
+        with self._lock:
+            if page.more:
+                self._continue(stream, chain)
+            else:
+                stream.chains_running -= 1
+        stream.wake()
+
+    def taken(self, stream: "StreamPages") -> None:
+        """Counts a page the consumer took, and restarts the chains that waited for room."""
+        with self._lock:
+            self._budget.pages += 1
+            while stream.parked and stream.waiting() < self._max_waiting:
+                self._continue(stream, stream.parked.pop(0))
+
+    def finished(self, stream: "StreamPages") -> bool:
+        """Whether the stream has nothing left to give."""
+        with self._lock:
+            return stream.chains_running == 0 and not stream.parked and stream.waiting() == 0
+
+    def pages_waiting_anywhere(self) -> bool:
+        """Whether any stream holds a page its consumer has not taken."""
+        with self._lock:
+            return any(stream.waiting() for stream in self._open)
+
+    def close(self, stream: "StreamPages") -> None:
+        """Ends a consumer; the last one to end stops the workers."""
+        with self._lock:
+            self._open.remove(stream)
+            if not self._open and self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+class StreamPages:
+    """The pages of one stream, in the order each chain produced them.
+
+    Iterating yields a page as soon as one is ready, and None when there is none, so that the
+    consumer can hand control back to dlt and let another stream consume: it waits for a page
+    only while no stream has one.
+    """
+
+    POLL_S = 0.05
+
+    def __init__(self, scheduler: PageScheduler, chains: int) -> None:
+        self._scheduler = scheduler
+        self._ready: "queue.Queue[Page]" = queue.Queue()
+        self.chains_running = chains
+        self.parked: List[Chain] = []
+        self.failure: Optional[BaseException] = None
+
+    @property
+    def stopped(self) -> Optional[StopReason]:
+        return self._scheduler.stopped
+
+    def put(self, page: Page) -> None:
+        self._ready.put(page)
+
+    def waiting(self) -> int:
+        return self._ready.qsize()
+
+    def wake(self) -> None:
+        self._scheduler.page_arrived.set()
+
+    def __iter__(self) -> Iterator[Optional[Page]]:
+        try:
+            while True:
+                try:
+                    page = self._ready.get_nowait()
+                except queue.Empty:
+                    if self._scheduler.finished(self):
+                        break
+                    if not self._scheduler.pages_waiting_anywhere():
+                        self._scheduler.page_arrived.wait(self.POLL_S)
+                        self._scheduler.page_arrived.clear()
+                    yield None
+                    continue
+                page.chain.advance(page)
+                self._scheduler.taken(self)
+                yield page
+        finally:
+            self._scheduler.close(self)
+        if self.failure is not None:
+            raise self.failure
 
 
 def retention_gap(
@@ -303,6 +409,12 @@ def _newest(records: Sequence[Dict[str, Any]]) -> Optional[datetime]:
         if newest is None or moment > newest:
             newest = moment
     return newest
+
+
+def _later(moment: Optional[datetime], other: Optional[datetime]) -> Optional[datetime]:
+    if moment is None or (other is not None and other > moment):
+        return other
+    return moment
 
 
 def _max_newest(cursors: Sequence[Cursor]) -> Optional[datetime]:
