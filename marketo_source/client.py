@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Deque, Dict, Iterator, Mapping, Optional
 from urllib.parse import urlencode, urlsplit
 
+import orjson
 import pendulum
 import requests
 from dlt.common.configuration import configspec
@@ -352,7 +353,7 @@ class MarketoClient:
                 endpoint=path,
             )
         try:
-            answer = response.json()
+            answer = orjson.loads(response.content)
         except ValueError:
             if response.text.lstrip().startswith("{"):
                 raise _Retry("truncated JSON") from None

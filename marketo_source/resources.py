@@ -11,7 +11,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import dlt
 import pyarrow as pa
@@ -20,6 +20,7 @@ from dlt.common.typing import TDataItem
 from marketo_source import settings
 from marketo_source.catalog import Catalog
 from marketo_source.client import MarketoClient
+from marketo_source.errors import MarketoQuotaExceeded, MarketoTransientError
 from marketo_source.options import ReadOptions
 from marketo_source.schema import (
     KEY_COLUMN,
@@ -28,7 +29,6 @@ from marketo_source.schema import (
     activity_table_name,
     field_changes_to_arrow,
     rejects_to_arrow,
-    timestamp_or_none,
     type_attributes,
 )
 from marketo_source.streams import (
@@ -37,6 +37,7 @@ from marketo_source.streams import (
     StopReason,
     chains_for_cursors,
     retention_gap,
+    stop_reason_for,
 )
 
 logger = logging.getLogger("marketo_source")
@@ -62,6 +63,9 @@ _TABLE_HINTS = {
     name: dlt.mark.make_hints(table_name=name, **hints)
     for name, hints in {
         "activity_type_attributes": dict(primary_key=["activity_type_id", "name"]),
+        "custom_activity_types": dict(
+            columns={"created_at": {"data_type": "timestamp"}, "updated_at": {"data_type": "timestamp"}}
+        ),
         "custom_activity_type_attributes": dict(primary_key=["activity_type_api_name", "api_name"]),
         FIELD_CHANGES_TABLE: dict(primary_key=["marketo_guid", "field_id"]),
         REJECTED_TABLE: dict(write_disposition="append", primary_key=[]),
@@ -94,8 +98,37 @@ class MarketoRun:
 
 def activity_types(run: MarketoRun) -> Iterator[TDataItem]:
     """Rows of `activity_types` and `activity_type_attributes`."""
+    yield from _catalog_tables(run, "activity_types", lambda: _activity_type_rows(run.catalog.activity_types))
+
+
+def custom_activity_types(run: MarketoRun) -> Iterator[TDataItem]:
+    """Rows of `custom_activity_types` and `custom_activity_type_attributes`."""
+    yield from _catalog_tables(run, "custom_activity_types", lambda: _custom_type_rows(run.catalog.custom_activity_types))
+
+
+def _catalog_tables(run: MarketoRun, stream: str, read: Callable[[], Dict[str, Records]]) -> Iterator[TDataItem]:
+    """The tables of a catalog resource, which dlt replaces each run.
+
+    dlt empties a replace table whose resource yields nothing, so when the catalog cannot be read
+    (the quota, a lasting failure) the rows of the last good read are loaded again. They are kept
+    in the source's state: dlt resets the state of a replace resource every run.
+    """
+    last_reads = dlt.current.source_state().setdefault("catalog_last_read", {})
+    stopped = None
+    try:
+        tables = read()
+    except (MarketoQuotaExceeded, MarketoTransientError) as error:
+        stopped = stop_reason_for(error)
+        tables = last_reads.get(stream, {})
+    last_reads[stream] = tables
+    for table_name, rows in tables.items():
+        yield to_table(rows, table_name)
+    record_outcome(run, stream, 0, sum(len(rows) for rows in tables.values()), stopped)
+
+
+def _activity_type_rows(activity_types: Dict[int, Dict[str, Any]]) -> Dict[str, Records]:
     types, attributes = [], []
-    for activity_type in run.catalog.activity_types.values():
+    for activity_type in activity_types.values():
         primary = activity_type.get("primaryAttribute") or {}
         types.append(
             {
@@ -110,14 +143,12 @@ def activity_types(run: MarketoRun) -> Iterator[TDataItem]:
             {"activity_type_id": activity_type["id"], "name": name, "data_type": data_type}
             for name, data_type in type_attributes(activity_type)
         ]
-    yield to_table(types, "activity_types")
-    yield to_table(attributes, "activity_type_attributes")
+    return {"activity_types": types, "activity_type_attributes": attributes}
 
 
-def custom_activity_types(run: MarketoRun) -> Iterator[TDataItem]:
-    """Rows of `custom_activity_types` and `custom_activity_type_attributes`."""
+def _custom_type_rows(custom_types: List[Dict[str, Any]]) -> Dict[str, Records]:
     types, attributes = [], []
-    for custom_type in run.catalog.custom_activity_types:
+    for custom_type in custom_types:
         primary = custom_type.get("primaryAttribute") or {}
         types.append(
             {
@@ -128,8 +159,8 @@ def custom_activity_types(run: MarketoRun) -> Iterator[TDataItem]:
                 "trigger_name": custom_type.get("triggerName"),
                 "filter_name": custom_type.get("filterName"),
                 "status": custom_type.get("status"),
-                "created_at": timestamp_or_none(custom_type.get("createdAt")),
-                "updated_at": timestamp_or_none(custom_type.get("updatedAt")),
+                "created_at": custom_type.get("createdAt"),
+                "updated_at": custom_type.get("updatedAt"),
                 "primary_attribute_api_name": primary.get("apiName"),
                 "primary_attribute_name": primary.get("name"),
                 "primary_attribute_data_type": primary.get("dataType"),
@@ -145,8 +176,7 @@ def custom_activity_types(run: MarketoRun) -> Iterator[TDataItem]:
             }
             for attribute in custom_type.get("attributes") or ()
         ]
-    yield to_table(types, "custom_activity_types")
-    yield to_table(attributes, "custom_activity_type_attributes")
+    return {"custom_activity_types": types, "custom_activity_type_attributes": attributes}
 
 
 def activities(run: MarketoRun) -> Iterator[TDataItem]:

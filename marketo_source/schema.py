@@ -196,11 +196,27 @@ def typed_column(cells: List[Any], data_type: str) -> Tuple[pa.Array, Optional[p
             pass
     if data_type != "text":
         try:
-            texts = pa.array([None if value is None else as_text(value) for value in cells], pa.string())
-            return pc.cast(texts, arrow_type), None
+            return pc.cast(_as_text_array(cells), arrow_type), None
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
     return _typed_column_by_value(cells, data_type)
+
+
+def _as_text_array(cells: List[Any]) -> pa.Array:
+    try:
+        return pa.array(cells, pa.string())  # all text already: no work per value
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if value is None else _text_of(value) for value in cells], pa.string())
+
+
+def _text_of(value: Any) -> str:
+    # Numbers print as JSON prints them; str() is several times cheaper than json.dumps.
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is int or kind is float:
+        return repr(value)
+    return as_text(value)
 
 
 def _typed_column_by_value(cells: List[Any], data_type: str) -> Tuple[pa.Array, Optional[pa.Array]]:
@@ -231,7 +247,7 @@ def field_changes_to_arrow(records: Sequence[Dict[str, Any]]) -> Tuple[pa.Table,
     columns: Dict[str, List[Any]] = {column: [] for column in FIELD_CHANGE_COLUMNS}
     rejects: Rejects = []
     for record in records:
-        activity_date = timestamp_or_none(record.get("activityDate"))
+        activity_date = _timestamp_or_none(record.get("activityDate"))
         for change in record.get("fields") or ():
             if change.get("id") is None:
                 rejects.append((record, "a changed field without its id"))
@@ -264,8 +280,7 @@ def _table(arrays: Dict[str, pa.Array], key: Sequence[str]) -> pa.Table:
     return pa.Table.from_arrays(list(arrays.values()), schema=pa.schema(fields))
 
 
-def timestamp_or_none(value: Any) -> Optional[datetime]:
-    """The UTC datetime of a Marketo datetime string, or None for a missing or unparseable one."""
+def _timestamp_or_none(value: Any) -> Optional[datetime]:
     try:
         return parse_timestamp(value)
     except ValueError:
