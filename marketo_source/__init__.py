@@ -19,6 +19,7 @@ from dlt.sources import DltResource
 
 from marketo_source import resources, settings
 from marketo_source.catalog import Catalog
+from marketo_source.crash_safety import discard_superseded_packages, duckdb_destination
 from marketo_source.client import MarketoClient
 from marketo_source.custom_activities import (
     ActivityLedger,
@@ -140,9 +141,11 @@ def marketo_source(
         return dlt.resource(_stop_cleanly(read, run), name=read.__name__, **hints)
 
     incremental = dict(write_disposition="merge", primary_key="marketo_guid")
+    # The catalogs merge rather than replace: dlt's replace on DuckDB truncates and inserts outside
+    # one transaction, so a crash between the two left the tables empty or doubled.
     return [
-        resource(resources.activity_types, write_disposition="replace", primary_key="id"),
-        resource(resources.custom_activity_types, write_disposition="replace", primary_key="api_name"),
+        resource(resources.activity_types, write_disposition="merge", primary_key="id"),
+        resource(resources.custom_activity_types, write_disposition="merge", primary_key="api_name"),
         resource(resources.activities, **incremental),
         resource(resources.lead_changes, **incremental),
         resource(resources.deleted_leads, **incremental),
@@ -162,6 +165,8 @@ def _stop_cleanly(
 
 __all__ = [
     "marketo_source",
+    "duckdb_destination",
+    "discard_superseded_packages",
     "marketo_custom_activities",
     "ensure_custom_activity_type",
     "marketo_error_behind",

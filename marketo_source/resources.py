@@ -107,23 +107,15 @@ def custom_activity_types(run: MarketoRun) -> Iterator[TDataItem]:
 
 
 def _catalog_tables(run: MarketoRun, stream: str, read: Callable[[], Dict[str, Records]]) -> Iterator[TDataItem]:
-    """The tables of a catalog resource, which dlt replaces each run.
-
-    dlt empties a replace table whose resource yields nothing, so when the catalog cannot be read
-    (the quota, a lasting failure) the rows of the last good read are loaded again. They are kept
-    in the source's state: dlt resets the state of a replace resource every run.
-    """
-    last_reads = dlt.current.source_state().setdefault("catalog_last_read", {})
-    stopped = None
+    """The tables of a catalog resource; when the catalog cannot be read they stay as they are."""
     try:
         tables = read()
     except (MarketoQuotaExceeded, MarketoTransientError) as error:
-        stopped = stop_reason_for(error)
-        tables = last_reads.get(stream, {})
-    last_reads[stream] = tables
+        record_outcome(run, stream, 0, 0, stop_reason_for(error))
+        return
     for table_name, rows in tables.items():
         yield to_table(rows, table_name)
-    record_outcome(run, stream, 0, sum(len(rows) for rows in tables.values()), stopped)
+    record_outcome(run, stream, 0, sum(len(rows) for rows in tables.values()), None)
 
 
 def _activity_type_rows(activity_types: Dict[int, Dict[str, Any]]) -> Dict[str, Records]:
@@ -384,7 +376,7 @@ def record_outcome(run: MarketoRun, stream: str, pages: int, records: int, stopp
     if stopped is not None:
         logger.warning(
             "%s stopped early: %s. Everything read so far is loaded and the next run continues from there.",
-            stream, stopped.message,
+            stream, stopped.message.rstrip("."),
         )
     dlt.current.resource_state()["last_run"] = {
         "pages": pages,

@@ -14,7 +14,7 @@ from typing import Any, Dict
 
 import dlt
 
-from marketo_source import marketo_error_behind, marketo_source
+from marketo_source import discard_superseded_packages, duckdb_destination, marketo_error_behind, marketo_source
 from marketo_source.sandbox import DataSpec, MarketoSandbox
 
 SANDBOX_DATA = DataSpec(days=13)
@@ -64,8 +64,9 @@ def _run(args: argparse.Namespace, source: Any, default_name: str = "marketo_pip
     if destination == "duckdb":
         # Named after the pipeline, not the dataset: DuckDB cannot tell a database file called
         # marketo.duckdb from a dataset (schema) called marketo.
-        destination = dlt.destinations.duckdb(str(Path.cwd() / f"{name}.duckdb"))
+        destination = duckdb_destination(str(Path.cwd() / f"{name}.duckdb"))
     pipeline = dlt.pipeline(pipeline_name=name, destination=destination, dataset_name=args.dataset)
+    discard_superseded_packages(pipeline)
     try:
         pipeline.run(source, refresh=refresh)
     except Exception as error:  # dlt wraps the source's errors; show the one that says what to do

@@ -9,6 +9,8 @@ import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Dict, Iterable, List, Optional
 
+from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS
+
 BASE_FIELDS = {
     "marketoGUID": "marketo_guid",
     "id": "id",
@@ -115,3 +117,106 @@ def by_guid(rows: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 def records_of_types(records: List[Dict[str, Any]], type_ids: Iterable[int]) -> List[Dict[str, Any]]:
     wanted = set(type_ids)
     return [r for r in records if r["activityTypeId"] in wanted]
+
+
+KEY_COLUMNS: Dict[str, tuple] = {
+    "activity_types": ("id",),
+    "activity_type_attributes": ("activity_type_id", "name"),
+    "custom_activity_types": ("api_name",),
+    "custom_activity_type_attributes": ("activity_type_api_name", "api_name"),
+    "lead_field_changes": ("marketo_guid", "field_id"),
+}
+"""Key columns of the tables not keyed by marketo_guid alone."""
+
+Keys = Dict[str, set]
+"""Per table, the set of its rows' keys (tuples in the order of `key_columns`)."""
+
+
+def key_columns(table: str) -> tuple:
+    """The columns that identify a row of `table`: at most one row may hold each key."""
+    return KEY_COLUMNS.get(table, ("marketo_guid",))
+
+
+def expected_keys(truth: Dict[str, Any]) -> Keys:
+    """Every table the source should create from `truth`, with the keys of the rows it should hold.
+
+    Tables that should stay empty are left out, so comparing with the loaded keys also catches
+    tables that should not exist (a rejects or retention-gaps table, a table per unknown type).
+    """
+    names = {t["id"]: t["name"] for t in truth["activity_types"]}
+    keys: Keys = {}
+    for record in truth["activities"]:
+        if record["activityTypeId"] not in DEDICATED_STREAM_TYPE_IDS:
+            type_id = record["activityTypeId"]
+            keys.setdefault(table_of(names.get(type_id, f"type {type_id}")), set()).add((record["marketoGUID"],))
+    keys["lead_changes"] = {(r["marketoGUID"],) for r in truth["lead_changes"]}
+    keys["lead_field_changes"] = {(r["marketoGUID"], f["id"]) for r in truth["lead_changes"] for f in r.get("fields") or []}
+    keys["deleted_leads"] = {(r["marketoGUID"],) for r in truth["deleted_leads"]}
+    keys["activity_types"] = {(t["id"],) for t in truth["activity_types"]}
+    keys["activity_type_attributes"] = {(t["id"], a["name"]) for t in truth["activity_types"] for a in t.get("attributes") or []}
+    keys["custom_activity_types"] = {(t["apiName"],) for t in truth["custom_activity_types"]}
+    keys["custom_activity_type_attributes"] = {
+        (t["apiName"], a["apiName"]) for t in truth["custom_activity_types"] for a in t.get("attributes") or []
+    }
+    return {table: rows for table, rows in keys.items() if rows}
+
+
+def key_differences(loaded: Keys, expected: Keys) -> Dict[str, str]:
+    """Per table whose keys differ, how: rows missing, rows extra (with a few examples)."""
+    differences = {}
+    for table in sorted(set(loaded) | set(expected)):
+        missing = expected.get(table, set()) - loaded.get(table, set())
+        extra = loaded.get(table, set()) - expected.get(table, set())
+        if missing or extra:
+            differences[table] = (
+                f"{len(missing)} missing {sorted(missing)[:3]}, {len(extra)} not in Marketo {sorted(extra)[:3]}"
+            )
+    return differences
+
+
+def expected_activity_type_row(activity_type: Dict[str, Any]) -> Dict[str, Any]:
+    """The `activity_types` row of one type (only the columns it fills)."""
+    primary = activity_type.get("primaryAttribute") or {}
+    row = {
+        "id": activity_type["id"],
+        "name": activity_type.get("name"),
+        "description": activity_type.get("description"),
+        "primary_attribute_name": primary.get("name"),
+        "primary_attribute_data_type": primary.get("dataType"),
+    }
+    return {column: value for column, value in row.items() if value is not None}
+
+
+def expected_custom_type_row(custom_type: Dict[str, Any]) -> Dict[str, Any]:
+    """The `custom_activity_types` row of one custom type; dlt types the ISO dates as timestamps."""
+    primary = custom_type.get("primaryAttribute") or {}
+    row = {
+        "api_name": custom_type.get("apiName"),
+        "id": custom_type.get("id"),
+        "name": custom_type.get("name"),
+        "description": custom_type.get("description"),
+        "trigger_name": custom_type.get("triggerName"),
+        "filter_name": custom_type.get("filterName"),
+        "status": custom_type.get("status"),
+        "created_at": utc(custom_type["createdAt"]) if custom_type.get("createdAt") else None,
+        "updated_at": utc(custom_type["updatedAt"]) if custom_type.get("updatedAt") else None,
+        "primary_attribute_api_name": primary.get("apiName"),
+        "primary_attribute_name": primary.get("name"),
+        "primary_attribute_data_type": primary.get("dataType"),
+    }
+    return {column: value for column, value in row.items() if value is not None}
+
+
+def expected_custom_attribute_rows(custom_type: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The `custom_activity_type_attributes` rows of one custom type."""
+    rows = [
+        {
+            "activity_type_api_name": custom_type.get("apiName"),
+            "api_name": attribute.get("apiName"),
+            "name": attribute.get("name"),
+            "data_type": attribute.get("dataType"),
+            "description": attribute.get("description"),
+        }
+        for attribute in custom_type.get("attributes") or ()
+    ]
+    return [{column: value for column, value in row.items() if value is not None} for row in rows]

@@ -1,7 +1,7 @@
 """The source against the sandbox over real HTTP: every table equals the sandbox's ground truth."""
 
 import time
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
@@ -10,76 +10,16 @@ from marketo_source import MarketoClient, MarketoConfigurationError
 from marketo_source.sandbox import MarketoSandbox
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS
 
-from tests.helpers import FAST_CLIENT, source_for, table_names, table_rows
-from tests.expected import (
-    attribute_types,
-    by_guid,
-    expected_row,
-    normalized,
-    records_of_types,
-    snake,
-    table_of,
-    utc,
+from tests.expected import by_guid, records_of_types, snake, table_of
+from tests.helpers import (
+    FAST_CLIENT,
+    assert_activities_match,
+    assert_catalog_matches,
+    assert_everything_matches,
+    source_for,
+    table_names,
+    table_rows,
 )
-
-
-def assert_activities_match(pipeline: Any, truth: Dict[str, Any], type_ids: Any = None) -> int:
-    """Every activity table holds exactly the ground truth's records of its type; returns rows compared."""
-    types = {t["id"]: t for t in truth["activity_types"]}
-    wanted = type_ids or [t for t in types if t not in DEDICATED_STREAM_TYPE_IDS]
-    compared = 0
-    for type_id in wanted:
-        records = records_of_types(truth["activities"], [type_id])
-        table = table_of(types[type_id]["name"])
-        if not records:
-            assert table not in table_names(pipeline)
-            continue
-        loaded = by_guid(table_rows(pipeline, table))
-        assert set(loaded) == {r["marketoGUID"] for r in records}, table
-        column_types = attribute_types(truth["activity_types"], [type_id])
-        for record in records:
-            assert normalized(loaded[record["marketoGUID"]]) == expected_row(record, column_types)
-        compared += len(records)
-    return compared
-
-
-def assert_lead_changes_match(pipeline: Any, truth: Dict[str, Any]) -> None:
-    records = truth["lead_changes"]
-    loaded = by_guid(table_rows(pipeline, "lead_changes"))
-    assert set(loaded) == {r["marketoGUID"] for r in records}
-    column_types = attribute_types(truth["activity_types"], [12, 13])
-    for record in records:
-        assert normalized(loaded[record["marketoGUID"]]) == expected_row(record, column_types)
-    expected_fields = {
-        (r["marketoGUID"], f["id"]): (f["name"], f.get("oldValue"), f.get("newValue"), r["leadId"], utc(r["activityDate"]))
-        for r in records
-        for f in r.get("fields") or []
-    }
-    loaded_fields = {
-        (row["marketo_guid"], row["field_id"]): (
-            row["field_name"], row["old_value"], row["new_value"], row["lead_id"],
-            normalized(row)["activity_date"],
-        )
-        for row in table_rows(pipeline, "lead_field_changes")
-    }
-    assert loaded_fields == expected_fields
-    assert len(table_rows(pipeline, "lead_field_changes")) == len(expected_fields)
-
-
-def assert_deleted_leads_match(pipeline: Any, truth: Dict[str, Any]) -> None:
-    records = truth["deleted_leads"]
-    loaded = by_guid(table_rows(pipeline, "deleted_leads"))
-    assert set(loaded) == {r["marketoGUID"] for r in records}
-    column_types = attribute_types(truth["activity_types"], [37])
-    for record in records:
-        assert normalized(loaded[record["marketoGUID"]]) == expected_row(record, column_types)
-
-
-def assert_everything_matches(pipeline: Any, sandbox: MarketoSandbox) -> None:
-    truth = sandbox.ground_truth()
-    assert assert_activities_match(pipeline, truth) > 0
-    assert_lead_changes_match(pipeline, truth)
-    assert_deleted_leads_match(pipeline, truth)
 
 
 def test_first_run_loads_exactly_the_sandbox_records(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
@@ -87,13 +27,7 @@ def test_first_run_loads_exactly_the_sandbox_records(sandbox: MarketoSandbox, ma
     pipeline.run(source_for(sandbox))
 
     assert_everything_matches(pipeline, sandbox)
-    truth = sandbox.ground_truth()
-    loaded_types = {row["id"]: row for row in table_rows(pipeline, "activity_types")}
-    assert set(loaded_types) == {t["id"] for t in truth["activity_types"]}
-    attributes = {(r["activity_type_id"], r["name"]): r["data_type"] for r in table_rows(pipeline, "activity_type_attributes")}
-    assert attributes == {(t["id"], a["name"]): a["dataType"] for t in truth["activity_types"] for a in t["attributes"]}
-    custom = {row["api_name"]: row for row in table_rows(pipeline, "custom_activity_types")}
-    assert set(custom) == {t["apiName"] for t in truth["custom_activity_types"]}
+    assert_catalog_matches(pipeline, sandbox.ground_truth())
 
 
 def test_typed_columns_follow_the_activity_type_metadata(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
