@@ -6,6 +6,7 @@ import itertools
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -256,6 +257,11 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], app: SandboxApp) -> None:
         super().__init__(address, SandboxHandler)
         self.app = app
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet when a client went away (it gave up on a slow answer); report anything else."""
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            super().handle_error(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
         """Close without the FIN of a graceful shutdown when the handler asked for a reset."""

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
 import requests
 from sandbox_helpers import Api
+
+from marketo_source.sandbox import DataSpec, Fault, MarketoSandbox
 
 LEAD_CHANGES = "/rest/v1/activities/leadchanges.json"
 
@@ -45,3 +50,22 @@ def test_keep_alive_connection_serves_many_calls(api: Api) -> None:
     for _ in range(20):
         assert api.get("/rest/v1/activities/types.json")["success"]
     assert requests.get(f"{api.base_url}/_sandbox/stats", timeout=10).json()["calls"]["activity_types"] == 20
+
+
+def test_a_client_that_gives_up_on_a_slow_answer_leaves_no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+
+    data = DataSpec(seed=1, leads=10, activities=100, days=2)
+    with MarketoSandbox(data=data, faults=[Fault("slow", calls=(1,), slow_s=0.6)]) as sandbox:
+        token = requests.post(f"{sandbox.base_url}/identity/oauth/token", timeout=5, data={
+            "grant_type": "client_credentials", "client_id": sandbox.client_id, "client_secret": sandbox.client_secret,
+        }).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            requests.get(f"{sandbox.base_url}/rest/v1/activities/types.json", headers=headers, timeout=0.2)
+        except requests.Timeout:
+            pass
+        answer = requests.get(f"{sandbox.base_url}/rest/v1/activities/types.json", headers=headers, timeout=5)
+        assert answer.json()["success"] is True
+        time.sleep(0.8)  # the slow answer is written to the closed connection meanwhile
+        assert sandbox.stats()["faults_injected"] == {"slow": 1}
+    assert "Traceback" not in capfd.readouterr().err
