@@ -28,7 +28,7 @@ The last test is the minimal reproduction of the one loss the seeds found.
 import os
 import random
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -203,11 +203,8 @@ def stop_kinds(pipeline: Any) -> List[str]:
 
 
 def stop_adding(sandbox: MarketoSandbox) -> None:
-    """Ends DataSpec.auto_add, so that one more run can catch up with everything committed.
-
-    The sandbox has no switch for it; auto_add is read from the store's spec on every call.
-    """
-    sandbox.store.spec = replace(sandbox.store.spec, auto_add=None)
+    """Ends DataSpec.auto_add, so that one more run can catch up with everything committed."""
+    sandbox.set_auto_add(None)
 
 
 def injected_faults(sandbox: MarketoSandbox) -> Counter:
@@ -288,9 +285,9 @@ def test_a_catalog_read_stopped_by_a_fault_keeps_the_types_loaded_before(kind: s
     """The loss the suite found, reduced: a clean stop must keep every table as it was.
 
     When the activity types or custom types cannot be read (a transient failure past its
-    retries, or the quota), the run stops those streams cleanly; but their resources replace
-    their tables, and dlt (since 1.28) truncates a replace table that gets no rows in a run: the
-    catalog tables stayed empty until a later run read the types again.
+    retries, or the quota), the run stops those streams cleanly. While their resources replaced
+    their tables, dlt (since 1.28) truncated them for getting no rows, and the catalog tables
+    stayed empty until a later run read the types again; they now merge on their keys.
     """
     start = recent_start_date()
     data = DataSpec(seed=3, leads=20, activities=300, days=5, start_date=start)

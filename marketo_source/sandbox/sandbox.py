@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any, Sequence
 
 from .auth import AccessTokens
@@ -125,6 +126,10 @@ class MarketoSandbox:
             The added records as Get Lead Activities renders them.
         """
         return self.store.add_activities(new, late)
+
+    def set_auto_add(self, auto_add: tuple[int, int, int] | None) -> None:
+        """Change DataSpec.auto_add while serving: (every_n_calls, new, late), or None to stop adding."""
+        self.store.spec = replace(self.store.spec, auto_add=auto_add)
 
     def set_faults(self, faults: Sequence[Fault]) -> None:
         """Replace the fault rules."""
