@@ -11,7 +11,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import dlt
 import pyarrow as pa
@@ -20,7 +20,6 @@ from dlt.common.typing import TDataItem
 from marketo_source import settings
 from marketo_source.catalog import Catalog
 from marketo_source.client import MarketoClient
-from marketo_source.errors import MarketoQuotaExceeded, MarketoTransientError
 from marketo_source.options import ReadOptions
 from marketo_source.schema import (
     KEY_COLUMN,
@@ -32,17 +31,18 @@ from marketo_source.schema import (
     type_attributes,
 )
 from marketo_source.streams import (
+    Chain,
     Cursor,
     PageScheduler,
     StopReason,
     chains_for_cursors,
     retention_gap,
-    stop_reason_for,
 )
 
 logger = logging.getLogger("marketo_source")
 
 Records = List[Dict[str, Any]]
+_PAGE_SIZE = {"batchSize": str(settings.MAX_BATCH_SIZE)}
 
 
 class StreamTables:
@@ -98,21 +98,17 @@ class MarketoRun:
 
 def activity_types(run: MarketoRun) -> Iterator[TDataItem]:
     """Rows of `activity_types` and `activity_type_attributes`."""
-    yield from _catalog_tables(run, "activity_types", lambda: _activity_type_rows(run.catalog.activity_types))
+    yield from _catalog_tables(run, "activity_types", _activity_type_rows(run.catalog.activity_types))
 
 
 def custom_activity_types(run: MarketoRun) -> Iterator[TDataItem]:
     """Rows of `custom_activity_types` and `custom_activity_type_attributes`."""
-    yield from _catalog_tables(run, "custom_activity_types", lambda: _custom_type_rows(run.catalog.custom_activity_types))
+    yield from _catalog_tables(run, "custom_activity_types", _custom_type_rows(run.catalog.custom_activity_types))
 
 
-def _catalog_tables(run: MarketoRun, stream: str, read: Callable[[], Dict[str, Records]]) -> Iterator[TDataItem]:
-    """The tables of a catalog resource; when the catalog cannot be read they stay as they are."""
-    try:
-        tables = read()
-    except (MarketoQuotaExceeded, MarketoTransientError) as error:
-        record_outcome(run, stream, 0, 0, stop_reason_for(error))
-        return
+def _catalog_tables(run: MarketoRun, stream: str, tables: Dict[str, Records]) -> Iterator[TDataItem]:
+    # The catalogs merge on their keys, so a run that cannot read them (stopped by the wrapper in
+    # __init__) leaves their tables as they are.
     for table_name, rows in tables.items():
         yield to_table(rows, table_name)
     record_outcome(run, stream, 0, sum(len(rows) for rows in tables.values()), None)
@@ -187,7 +183,7 @@ def activities(run: MarketoRun) -> Iterator[TDataItem]:
         chains += chains_for_cursors(
             settings.ACTIVITIES_PATH,
             cursors,
-            {**filters, "batchSize": str(settings.MAX_BATCH_SIZE)},
+            {**filters, **_PAGE_SIZE},
             run.options.start,
             run.options.lookback,
             group_param="activityTypeIds",
@@ -198,16 +194,9 @@ def activities(run: MarketoRun) -> Iterator[TDataItem]:
 def lead_changes(run: MarketoRun) -> Iterator[TDataItem]:
     """New Lead and Change Data Value activities, and one row per changed field."""
     fields = ",".join(run.catalog.lead_change_fields_to_read(run.options.lead_change_fields))
-    state = dlt.current.resource_state()
-    chains, gaps = [], []
-    for scope, filters in run.scopes():
-        params = {**filters, "fields": fields, "batchSize": str(settings.MAX_BATCH_SIZE)}
-        cursors: Dict[str, Cursor] = {scope: state.setdefault(scope, {})}
-        gap = _retention_gap(run, "lead_changes", scope, cursors[scope], settings.LEAD_CHANGE_TYPE_IDS)
-        gaps += [gap] if gap else []
-        chains += chains_for_cursors(
-            settings.LEAD_CHANGES_PATH, cursors, params, run.options.start, run.options.lookback
-        )
+    chains, gaps = _one_cursor_per_scope(
+        run, "lead_changes", settings.LEAD_CHANGES_PATH, run.scopes(), {"fields": fields}, settings.LEAD_CHANGE_TYPE_IDS
+    )
     known = run.catalog.activity_types
     layout = TableLayout(
         attribute for type_id in settings.LEAD_CHANGE_TYPE_IDS for attribute in type_attributes(known.get(type_id, {}))
@@ -217,16 +206,35 @@ def lead_changes(run: MarketoRun) -> Iterator[TDataItem]:
 
 def deleted_leads(run: MarketoRun) -> Iterator[TDataItem]:
     """Delete Lead activities. Marketo keeps them 14 days: run at least that often."""
-    state = dlt.current.resource_state()
-    cursors: Dict[str, Cursor] = {"all": state.setdefault("all", {})}
-    gap = _retention_gap(run, "deleted_leads", "all", cursors["all"], [settings.DELETE_LEAD_TYPE_ID])
-    params = {"batchSize": str(settings.MAX_BATCH_SIZE)}
-    chains = chains_for_cursors(
-        settings.DELETED_LEADS_PATH, cursors, params, run.options.start, run.options.lookback
+    # Get Deleted Leads takes no lead or list filter: one position for every run.
+    chains, gaps = _one_cursor_per_scope(
+        run, "deleted_leads", settings.DELETED_LEADS_PATH, [("all", {})], {}, [settings.DELETE_LEAD_TYPE_ID]
     )
     metadata = run.catalog.activity_types.get(settings.DELETE_LEAD_TYPE_ID, {})
     tables = _OneTable("deleted_leads", TableLayout(type_attributes(metadata)))
-    yield from _read_stream(run, "deleted_leads", chains, tables, [gap] if gap else [])
+    yield from _read_stream(run, "deleted_leads", chains, tables, gaps)
+
+
+def _one_cursor_per_scope(
+    run: MarketoRun,
+    stream: str,
+    path: str,
+    scopes: Sequence[Tuple[str, Dict[str, str]]],
+    params: Dict[str, str],
+    type_ids: Sequence[int],
+) -> Tuple[List[Chain], List[Dict[str, Any]]]:
+    """Chains and retention gaps of a stream that keeps one cursor per filter scope."""
+    state = dlt.current.resource_state()
+    chains: List[Chain] = []
+    gaps = []
+    for scope, filters in scopes:
+        cursor: Cursor = state.setdefault(scope, {})
+        gap = _retention_gap(run, stream, scope, cursor, type_ids)
+        gaps += [gap] if gap else []
+        chains += chains_for_cursors(
+            path, {scope: cursor}, {**filters, **params, **_PAGE_SIZE}, run.options.start, run.options.lookback
+        )
+    return chains, gaps
 
 
 class _OneTable(StreamTables):
