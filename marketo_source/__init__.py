@@ -37,6 +37,7 @@ from marketo_source.errors import (
     MarketoAccessDenied,
     MarketoAuthError,
     MarketoConfigurationError,
+    MarketoDailyLimitReached,
     MarketoError,
     MarketoListTooLarge,
     MarketoNotFound,
@@ -47,7 +48,9 @@ from marketo_source.errors import (
     marketo_error_behind,
 )
 from marketo_source.options import parse_read_options
-from marketo_source.streams import PageScheduler, PagingTokens, RunBudget, stop_reason_for
+from marketo_source.budget import RunBudget, daily_usage, stop_reason_for
+from marketo_source.run_report import RunProgress, StreamReport
+from marketo_source.streams import PageScheduler, PagingTokens
 
 logger = logging.getLogger("marketo_source")
 
@@ -75,6 +78,7 @@ def marketo_source(
     max_calls_per_run: Optional[int] = None,
     max_pages_per_run: Optional[int] = None,
     max_seconds_per_run: Optional[float] = None,
+    daily_call_limit: Optional[int] = None,
 ) -> List[DltResource]:
     """Marketo activity types, activities, lead changes and deleted leads, read incrementally.
 
@@ -105,14 +109,18 @@ def marketo_source(
         backoff_base_s: First wait between attempts; it doubles each attempt, with jitter.
         backoff_max_s: Longest wait between attempts.
         max_calls_per_run: Stop starting new page calls once this run made this many calls.
-        max_pages_per_run: Stop starting new page calls once this run read this many pages.
+        max_pages_per_run: Read at most this many pages (page calls) this run.
         max_seconds_per_run: Stop starting new page calls after this many seconds. With any of
             the three, a long backfill loads in steps: each run keeps what it read and the next
             continues from there.
+        daily_call_limit: Make no call once the instance has made this many calls
+            today, counting every API user as Marketo's Get Daily Usage does (asked at the start
+            and every 500 calls; each ask is one call). E.g. 40000, 80% of the default quota,
+            leaves the rest to the instance's other integrations.
 
     Returns:
         The resources `activity_types`, `custom_activity_types`, `activities`, `lead_changes`
-        and `deleted_leads`.
+        and `deleted_leads`. Each also adds its row for the run to `marketo_run_reports`.
     """
     options = parse_read_options(
         start_date, activity_type_ids, lead_change_fields, lead_ids, list_id, lookback_minutes
@@ -131,11 +139,13 @@ def marketo_source(
         backoff_base_s=backoff_base_s,
         backoff_max_s=backoff_max_s,
     )
-    budget = RunBudget(max_calls_per_run, max_pages_per_run, max_seconds_per_run)
+    budget = RunBudget(
+        max_calls_per_run, max_pages_per_run, max_seconds_per_run, daily=daily_usage(client, daily_call_limit)
+    )
     scheduler = PageScheduler(
         client, PagingTokens(client), max_concurrency, budget, max_waiting_pages=settings.MAX_WAITING_PAGES
     )
-    run = resources.MarketoRun(client, Catalog(client), options, scheduler)
+    run = resources.MarketoRun(client, Catalog(client), options, scheduler, budget, RunProgress(client, budget))
 
     def resource(read: Callable[[resources.MarketoRun], Iterator[TDataItem]], **hints: Any) -> DltResource:
         return dlt.resource(_stop_cleanly(read, run), name=read.__name__, **hints)
@@ -159,8 +169,8 @@ def _stop_cleanly(
     # its first calls (metadata), so that the other streams' data is still loaded.
     try:
         yield from read(run)
-    except (MarketoQuotaExceeded, MarketoTransientError) as error:
-        resources.record_outcome(run, read.__name__, 0, 0, stop_reason_for(error))
+    except (MarketoQuotaExceeded, MarketoDailyLimitReached, MarketoTransientError) as error:
+        yield from resources.finish_stream(run, StreamReport(read.__name__), stop_reason_for(error))
 
 
 __all__ = [
@@ -181,6 +191,7 @@ __all__ = [
     "MarketoAccessDenied",
     "MarketoAuthError",
     "MarketoConfigurationError",
+    "MarketoDailyLimitReached",
     "MarketoListTooLarge",
     "MarketoNotFound",
     "MarketoQuotaExceeded",

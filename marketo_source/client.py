@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter, deque
 from contextlib import contextmanager
-from typing import Any, Deque, Dict, Iterator, Mapping, Optional
+from typing import Any, Callable, Deque, Dict, Iterator, Mapping, Optional
 from urllib.parse import urlencode, urlsplit
 
 import orjson
@@ -253,6 +253,8 @@ class MarketoClient:
         """Calls sent per API path, retries included: what this client spent of the quota."""
         self.retries: Counter[str] = Counter()
         """Failed attempts per reason (a Marketo code, an HTTP status or a network error)."""
+        self.admit: Callable[[str], None] = lambda path: None
+        """Asked with the path before every attempt; raises to refuse the call (the daily call limit)."""
 
     def get(
         self, path: str, params: Optional[Mapping[str, Any]] = None, timeout: Optional[float] = None
@@ -332,6 +334,7 @@ class MarketoClient:
     def _attempt(
         self, method: str, path: str, headers: Dict[str, str], request: Dict[str, Any]
     ) -> Dict[str, Any]:
+        self.admit(path)
         self._count(self.calls, path)
         try:
             with self.limiter.slot():

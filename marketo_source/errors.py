@@ -33,6 +33,10 @@ class MarketoQuotaExceeded(MarketoError):
     """607: the instance's daily API quota is used up; it resets at midnight US Central time."""
 
 
+class MarketoDailyLimitReached(MarketoError):
+    """The source's own `daily_call_limit` is reached: it leaves the rest of the quota to others."""
+
+
 class MarketoTransientError(MarketoError):
     """A transient failure (rate limit, timeout, server error) that outlasted every retry."""
 

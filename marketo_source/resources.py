@@ -30,14 +30,9 @@ from marketo_source.schema import (
     rejects_to_arrow,
     type_attributes,
 )
-from marketo_source.streams import (
-    Chain,
-    Cursor,
-    PageScheduler,
-    StopReason,
-    chains_for_cursors,
-    retention_gap,
-)
+from marketo_source.budget import RunBudget, StopReason
+from marketo_source.run_report import REPORT_COLUMNS, RunProgress, StreamReport
+from marketo_source.streams import Chain, Cursor, PageScheduler, chains_for_cursors, retention_gap
 
 logger = logging.getLogger("marketo_source")
 
@@ -57,8 +52,6 @@ class StreamTables:
         raise NotImplementedError
 
 FIELD_CHANGES_TABLE = "lead_field_changes"
-REJECTED_TABLE = "marketo_rejected_records"
-RETENTION_GAPS_TABLE = "marketo_retention_gaps"
 _TABLE_HINTS = {
     name: dlt.mark.make_hints(table_name=name, **hints)
     for name, hints in {
@@ -68,8 +61,13 @@ _TABLE_HINTS = {
         ),
         "custom_activity_type_attributes": dict(primary_key=["activity_type_api_name", "api_name"]),
         FIELD_CHANGES_TABLE: dict(primary_key=["marketo_guid", "field_id"]),
-        REJECTED_TABLE: dict(write_disposition="append", primary_key=[]),
-        RETENTION_GAPS_TABLE: dict(write_disposition="append", primary_key=[]),
+        settings.REJECTED_TABLE: dict(write_disposition="append", primary_key=[]),
+        settings.RETENTION_GAPS_TABLE: dict(write_disposition="append", primary_key=[]),
+        settings.RUN_REPORTS_TABLE: dict(
+            write_disposition="append",
+            primary_key=[],
+            columns=[{"name": name, "data_type": data_type} for name, data_type in REPORT_COLUMNS.items()],
+        ),
     }.items()
 }
 """Tables that do not share their resource's key or write disposition."""
@@ -77,12 +75,19 @@ _TABLE_HINTS = {
 
 @dataclass
 class MarketoRun:
-    """What the resources of one source instance share: one client, one catalog, one page scheduler."""
+    """What the resources of one source instance share: one client, catalog, scheduler and budget."""
 
     client: MarketoClient
     catalog: Catalog
     options: ReadOptions
     scheduler: PageScheduler
+    budget: RunBudget
+    progress: RunProgress
+
+    def refresh_daily_usage(self) -> None:
+        """Keeps the count behind `daily_call_limit` current, if one is set."""
+        if self.budget.daily is not None:
+            self.budget.daily.refresh_if_due()
 
     def scopes(self) -> List[Tuple[str, Dict[str, str]]]:
         """(state key, filter parameters) per filter chunk: more than 30 lead ids take several."""
@@ -98,20 +103,23 @@ class MarketoRun:
 
 def activity_types(run: MarketoRun) -> Iterator[TDataItem]:
     """Rows of `activity_types` and `activity_type_attributes`."""
-    yield from _catalog_tables(run, "activity_types", _activity_type_rows(run.catalog.activity_types))
+    rows = _activity_type_rows(run.catalog.activity_types)
+    yield from _catalog_tables(run, StreamReport("activity_types", settings.ACTIVITY_TYPES_PATH), rows)
 
 
 def custom_activity_types(run: MarketoRun) -> Iterator[TDataItem]:
     """Rows of `custom_activity_types` and `custom_activity_type_attributes`."""
-    yield from _catalog_tables(run, "custom_activity_types", _custom_type_rows(run.catalog.custom_activity_types))
+    rows = _custom_type_rows(run.catalog.custom_activity_types)
+    yield from _catalog_tables(run, StreamReport("custom_activity_types", settings.CUSTOM_ACTIVITY_TYPES_PATH), rows)
 
 
-def _catalog_tables(run: MarketoRun, stream: str, tables: Dict[str, Records]) -> Iterator[TDataItem]:
+def _catalog_tables(run: MarketoRun, report: StreamReport, tables: Dict[str, Records]) -> Iterator[TDataItem]:
     # The catalogs merge on their keys, so a run that cannot read them (stopped by the wrapper in
     # __init__) leaves their tables as they are.
     for table_name, rows in tables.items():
+        report.records += len(rows)
         yield to_table(rows, table_name)
-    record_outcome(run, stream, 0, sum(len(rows) for rows in tables.values()), None)
+    yield from finish_stream(run, report, None)
 
 
 def _activity_type_rows(activity_types: Dict[int, Dict[str, Any]]) -> Dict[str, Records]:
@@ -337,14 +345,21 @@ def _retention_gap(
 def _read_stream(
     run: MarketoRun,
     stream: str,
-    chains: Sequence[Any],
+    chains: Sequence[Chain],
     tables: StreamTables,
     retention_gaps: List[Dict[str, Any]],
 ) -> Iterator[TDataItem]:
     if retention_gaps:
-        yield to_table(retention_gaps, RETENTION_GAPS_TABLE)
+        yield to_table(retention_gaps, settings.RETENTION_GAPS_TABLE)
+    report = StreamReport(
+        stream,
+        endpoint=chains[0].path if chains else None,
+        cursors=[cursor for chain in chains for cursor in chain.cursors],
+        default_start=run.options.start,
+        retention_gaps=len(retention_gaps),
+    )
     buffer = _RecordBuffer(settings.FLUSH_ROWS)
-    pages = records = 0
+    run.refresh_daily_usage()
     stream_pages = run.scheduler.pages(chains)
     # Handing control back to dlt after each page lets it start and drain the other streams,
     # so that their calls run alongside this one's.
@@ -353,45 +368,38 @@ def _read_stream(
         if page is None:
             yield []
             continue
-        pages += 1
-        records += len(page.records)
+        report.pages += 1
+        report.records += len(page.records)
+        run.progress.page(stream, len(page.records))
+        run.refresh_daily_usage()
         keyed, rejects = _split_unkeyed(page.records)
         for table_name, table_records in tables.route(keyed):
             for full_table, full_records in buffer.add(table_name, table_records):
-                yield from _rows(stream, tables, full_table, full_records)
-        if rejects:
-            yield from _set_aside(stream, rejects)
+                yield from _rows(report, tables, full_table, full_records)
+        yield from _set_aside(report, rejects)
         yield []
     for table_name, table_records in buffer.drain():
-        yield from _rows(stream, tables, table_name, table_records)
-    record_outcome(run, stream, pages, records, stream_pages.stopped)
+        yield from _rows(report, tables, table_name, table_records)
+    yield from finish_stream(run, report, stream_pages.stopped)
 
 
-def _rows(stream: str, tables: StreamTables, table_name: str, records: Records) -> Iterator[TDataItem]:
+def finish_stream(run: MarketoRun, report: StreamReport, stopped: Optional[StopReason]) -> Iterator[TDataItem]:
+    """The stream's row of `marketo_run_reports`, after all its data."""
+    yield to_table([report.finish(run.client, run.budget, stopped)], settings.RUN_REPORTS_TABLE)
+
+
+def _rows(report: StreamReport, tables: StreamTables, table_name: str, records: Records) -> Iterator[TDataItem]:
     table, rejects = tables.to_arrow(table_name, records)
     yield to_table(table, table_name)
-    if rejects:
-        yield from _set_aside(stream, rejects)
+    yield from _set_aside(report, rejects)
 
 
-def _set_aside(stream: str, rejects: Rejects) -> Iterator[TDataItem]:
-    logger.warning("%s: %d records set aside in %s", stream, len(rejects), REJECTED_TABLE)
-    yield to_table(rejects_to_arrow(stream, rejects), REJECTED_TABLE)
-
-
-def record_outcome(run: MarketoRun, stream: str, pages: int, records: int, stopped: Optional[StopReason]) -> None:
-    """Keeps what a stream did in its state (`last_run`), and warns when it stopped early."""
-    if stopped is not None:
-        logger.warning(
-            "%s stopped early: %s. Everything read so far is loaded and the next run continues from there.",
-            stream, stopped.message.rstrip("."),
-        )
-    dlt.current.resource_state()["last_run"] = {
-        "pages": pages,
-        "records": records,
-        "stopped": None if stopped is None else {"kind": stopped.kind, "message": stopped.message},
-    }
-    dlt.current.source_state()["last_run_calls"] = dict(run.client.calls)
+def _set_aside(report: StreamReport, rejects: Rejects) -> Iterator[TDataItem]:
+    if not rejects:
+        return
+    report.set_aside += len(rejects)
+    logger.warning("%s: %d records set aside in %s", report.stream, len(rejects), settings.REJECTED_TABLE)
+    yield to_table(rejects_to_arrow(report.stream, rejects), settings.REJECTED_TABLE)
 
 
 def _split_unkeyed(records: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], Rejects]:

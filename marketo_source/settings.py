@@ -15,6 +15,7 @@ CUSTOM_ACTIVITY_TYPES_PATH = "/v1/activities/external/types.json"
 CUSTOM_ACTIVITY_TYPE_PATH = "/v1/activities/external/type"
 """Create is `<this>.json`; the calls on one type are `<this>/{apiName}/...`."""
 ADD_CUSTOM_ACTIVITIES_PATH = "/v1/activities/external.json"
+USAGE_PATH = "/v1/stats/usage.json"
 
 MAX_TYPES_PER_CALL = 10
 MAX_LEAD_IDS_PER_CALL = 30
@@ -38,6 +39,10 @@ DEFAULT_RATE_LIMIT_PERIOD_S = 20.0
 """Adobe asks one integration to stay under 50 calls per 20 s (the instance limit is 100)."""
 DEFAULT_MAX_CONCURRENCY = 5
 """Adobe's advice for one integration; Marketo's hard limit is `MAX_CONCURRENCY`."""
+DEFAULT_DAILY_QUOTA = 50_000
+"""Marketo's default daily call quota per subscription (some subscriptions buy more)."""
+USAGE_REFRESH_CALLS = 500
+"""With a daily_call_limit, Get Daily Usage is asked again after this many of the run's calls."""
 DEFAULT_READ_TIMEOUT_S = 30.0
 DEFAULT_PAGING_TOKEN_TIMEOUT_S = 300.0
 DEFAULT_WRITE_TIMEOUT_S = 90.0
@@ -90,6 +95,10 @@ MARKETO_TO_DLT_TYPE: Dict[str, str] = {
     "datetime": "timestamp",
 }
 """Marketo attribute data types with a typed column; every other type loads as text."""
+
+REJECTED_TABLE = "marketo_rejected_records"
+RETENTION_GAPS_TABLE = "marketo_retention_gaps"
+RUN_REPORTS_TABLE = "marketo_run_reports"
 
 FLUSH_ROWS = 10_000
 """Records a stream buffers, across its tables, before its largest table goes to dlt as one Arrow table."""

@@ -10,7 +10,6 @@ each other, because each page's token comes from the one before.
 import logging
 import queue
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -18,13 +17,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from marketo_source import settings
 from marketo_source.client import MarketoClient
-from marketo_source.errors import (
-    MarketoConfigurationError,
-    MarketoListTooLarge,
-    MarketoQuotaExceeded,
-    MarketoRequestError,
-    MarketoTransientError,
-)
+from marketo_source.budget import RunBudget, StopReason, stop_reason_for
+from marketo_source.errors import MarketoListTooLarge, MarketoRequestError
 from marketo_source.schema import parse_timestamp
 
 logger = logging.getLogger("marketo_source")
@@ -179,58 +173,6 @@ def _explain_1003(error: MarketoRequestError, chain: Chain) -> MarketoRequestErr
     return error
 
 
-@dataclass
-class StopReason:
-    """Why a stream ended before reading everything: it keeps what it read and resumes next run."""
-
-    kind: str
-    """"quota" (607), "budget" (a run bound reached) or "error" (a transient failure outlasted its retries)."""
-    message: str
-
-
-def stop_reason_for(error: BaseException) -> Optional[StopReason]:
-    """The clean stop an error calls for, or None if the run must fail."""
-    if isinstance(error, MarketoQuotaExceeded):
-        return StopReason("quota", "Marketo's daily API quota is used up (607); it resets at midnight US Central")
-    if isinstance(error, MarketoTransientError):
-        return StopReason("error", str(error))
-    return None
-
-
-@dataclass
-class RunBudget:
-    """Bounds one run, so that a long backfill commits in steps.
-
-    Checked before each new page call; calls already in flight still finish.
-    """
-
-    max_calls: Optional[int] = None
-    max_pages: Optional[int] = None
-    max_seconds: Optional[float] = None
-    pages: int = 0
-    started: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        for setting, value in (
-            ("max_calls_per_run", self.max_calls),
-            ("max_pages_per_run", self.max_pages),
-            ("max_seconds_per_run", self.max_seconds),
-        ):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise MarketoConfigurationError(f"{setting} must be a positive number or unset (got {value!r}).")
-
-    def spent(self, calls: int) -> Optional[StopReason]:
-        """The bound this run has reached, if any; the clock starts at the first page call."""
-        self.started = self.started or time.monotonic()
-        if self.max_calls is not None and calls >= self.max_calls:
-            return StopReason("budget", f"max_calls_per_run ({self.max_calls}) reached")
-        if self.max_pages is not None and self.pages >= self.max_pages:
-            return StopReason("budget", f"max_pages_per_run ({self.max_pages}) reached")
-        if self.max_seconds is not None and time.monotonic() - self.started >= self.max_seconds:
-            return StopReason("budget", f"max_seconds_per_run ({self.max_seconds:g}) reached")
-        return None
-
-
 class PageScheduler:
     """Fetches the pages of every stream of a run concurrently, ahead of their consumers.
 
@@ -278,6 +220,8 @@ class PageScheduler:
             stream.parked.append(chain)
         else:
             assert self._pool is not None
+            # Counted when the call starts, so that prefetching cannot carry a run past max_pages.
+            self._budget.pages += 1
             self._pool.submit(self._fetch, stream, chain)
 
     def _fetch(self, stream: "StreamPages", chain: Chain) -> None:
@@ -303,9 +247,8 @@ class PageScheduler:
         stream.wake()
 
     def taken(self, stream: "StreamPages") -> None:
-        """Counts a page the consumer took, and restarts the chains that waited for room."""
+        """Restarts the chains that waited for room once the consumer took a page."""
         with self._lock:
-            self._budget.pages += 1
             while stream.parked and stream.waiting() < self._max_waiting:
                 self._continue(stream, stream.parked.pop(0))
 

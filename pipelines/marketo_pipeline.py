@@ -35,7 +35,23 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--dataset", default="marketo", help="dataset (schema) name (default: marketo)")
     parser.add_argument("--pipeline-name", help="default: marketo_pipeline, or marketo_sandbox with --sandbox")
     parser.add_argument("--start-date", help="first run's start, e.g. 2024-01-01T00:00:00Z")
+    parser.add_argument(
+        "--progress",
+        default="auto",
+        choices=["auto", "log", "tqdm", "enlighten", "alive_progress", "none"],
+        help="dlt's progress display (default: counters every 5 s in a terminal, every 60 s in a log file)",
+    )
     return parser.parse_args()
+
+
+def _progress(choice: str) -> Any:
+    """dlt's progress collector; "auto" suits both a terminal and a log file."""
+    if choice == "none":
+        return None
+    if choice != "auto":
+        return choice
+    period = 5.0 if sys.stdout.isatty() else 60.0
+    return dlt.progress.log(log_period=period, logger="stdout", dump_system_stats=False)
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -65,7 +81,9 @@ def _run(args: argparse.Namespace, source: Any, default_name: str = "marketo_pip
         # Named after the pipeline, not the dataset: DuckDB cannot tell a database file called
         # marketo.duckdb from a dataset (schema) called marketo.
         destination = duckdb_destination(str(Path.cwd() / f"{name}.duckdb"))
-    pipeline = dlt.pipeline(pipeline_name=name, destination=destination, dataset_name=args.dataset)
+    pipeline = dlt.pipeline(
+        pipeline_name=name, destination=destination, dataset_name=args.dataset, progress=_progress(args.progress)
+    )
     discard_superseded_packages(pipeline)
     try:
         pipeline.run(source, refresh=refresh)
@@ -87,14 +105,23 @@ def _print_summary(pipeline: dlt.Pipeline) -> int:
     print(f"Marketo API calls this run: {sum(calls.values()):,}")
     for path, count in sorted(calls.items()):
         print(f"  {path:<45} {count:>9,}")
-    stopped = {
-        name: resource["last_run"]["stopped"]
-        for name, resource in state.get("resources", {}).items()
-        if resource.get("last_run", {}).get("stopped")
-    }
-    for name, reason in sorted(stopped.items()):
-        print(f"{name} stopped early: {reason['message']}. What it read is loaded; the next run continues.")
-    return 1 if any(reason["kind"] == "error" for reason in stopped.values()) else 0
+    reports = {name: resource["last_run"] for name, resource in state.get("resources", {}).items() if "last_run" in resource}
+    _print_streams(reports)
+    return 1 if any(report["stopped"] == "error" for report in reports.values()) else 0
+
+
+def _print_streams(reports: Dict[str, Dict[str, Any]]) -> None:
+    """The run's rows of marketo_run_reports: what each stream loaded, spent and still has to do."""
+    print("Streams this run (the table marketo_run_reports keeps every run):")
+    print(f"  {'stream':<24}{'rows':>10}{'calls':>8}  complete until")
+    for name, report in sorted(reports.items()):
+        until = f"{report['position_to'][:19].replace('T', ' ')} UTC" if report["position_to"] else "-"
+        print(f"  {name:<24}{report['rows_loaded']:>10,}{report['calls']:>8,}  {until}")
+        if report["warnings"]:
+            print(f"    {report['warnings']}")
+    left = [r["calls_left_today"] for r in reports.values() if r.get("calls_left_today") is not None]
+    if left:
+        print(f"Calls left today under daily_call_limit: {min(left):,}")
 
 
 if __name__ == "__main__":

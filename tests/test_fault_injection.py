@@ -199,7 +199,7 @@ class Convergence:
 def stop_kinds(pipeline: Any) -> List[str]:
     """The stop kind of every stream that stopped early in the last run (empty: a clean run)."""
     resources = pipeline.state["sources"]["marketo"]["resources"]
-    return [r["last_run"]["stopped"]["kind"] for r in resources.values() if (r.get("last_run") or {}).get("stopped")]
+    return [r["last_run"]["stopped"] for r in resources.values() if (r.get("last_run") or {}).get("stopped")]
 
 
 def stop_adding(sandbox: MarketoSandbox) -> None:

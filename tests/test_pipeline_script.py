@@ -28,10 +28,17 @@ def test_sandbox_run_loads_the_sandbox_data_and_prints_a_summary(tmp_path: Path)
     assert "Marketo API calls this run:" in result.stdout
 
     printed = dict(re.findall(r"^  (\w+)\s+([\d,]+) rows$", result.stdout, re.MULTILINE))
+    streams = dict(re.findall(r"^  (\w+)\s+([\d,]+)\s+[\d,]+  \d{4}-", result.stdout, re.MULTILINE))
     assert "RETENTION GAP" not in result.stderr + result.stdout
     with MarketoSandbox(data=SANDBOX_DATA) as sandbox:
         truth = sandbox.ground_truth()
     types = {t["id"]: t["name"] for t in truth["activity_types"]}
+    # Progress goes to stdout (every 60 s when it is not a terminal, and when each step ends).
+    assert re.search(r"^Marketo pages \(activities\): \d+", result.stdout, re.MULTILINE)
+    assert int(streams["lead_changes"].replace(",", "")) == len(truth["lead_changes"])
+    assert int(streams["deleted_leads"].replace(",", "")) == len(truth["deleted_leads"])
+    other = [r for r in truth["activities"] if r["activityTypeId"] not in DEDICATED_STREAM_TYPE_IDS]
+    assert int(streams["activities"].replace(",", "")) == len(other)
     with duckdb.connect(str(tmp_path / "marketo_sandbox.duckdb"), read_only=True) as db:
         for type_id, name in types.items():
             if type_id in DEDICATED_STREAM_TYPE_IDS:

@@ -1,0 +1,168 @@
+"""The run report (`marketo_run_reports`), progress counters and the daily call limit, checked
+against what the sandbox holds and counted."""
+
+import io
+import re
+from datetime import datetime
+from typing import Any, Dict, List
+
+import dlt
+import pytest
+import requests
+
+from marketo_source import MarketoConfigurationError
+from marketo_source.sandbox import MarketoSandbox
+from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS, RUN_REPORTS_TABLE
+
+from tests.helpers import assert_everything_matches, records_of_types, source_for, table_rows
+from tests.expected import utc
+
+PAGED_STREAMS = {"activities": "activities", "lead_changes": "lead_changes", "deleted_leads": "deleted_leads"}
+"""Stream -> the sandbox's name for its endpoint in stats()["calls"]."""
+
+
+def expected_rows(truth: Dict[str, Any]) -> Dict[str, int]:
+    other_types = [t["id"] for t in truth["activity_types"] if t["id"] not in DEDICATED_STREAM_TYPE_IDS]
+    return {
+        "activities": len(records_of_types(truth["activities"], other_types)),
+        "lead_changes": len(truth["lead_changes"]),
+        "deleted_leads": len(truth["deleted_leads"]),
+    }
+
+
+def reports_by_load(pipeline: dlt.Pipeline) -> List[Dict[str, Dict[str, Any]]]:
+    """The report rows of each load, oldest first, by stream."""
+    loads: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for row in table_rows(pipeline, RUN_REPORTS_TABLE):
+        loads.setdefault(row["_dlt_load_id"], {})[row["stream"]] = row
+    return [loads[load_id] for load_id in sorted(loads)]
+
+
+def newest_date(records: List[Dict[str, Any]]) -> datetime:
+    return max(utc(r["activityDate"]) for r in records)
+
+
+def test_each_run_reports_what_each_stream_loaded_and_spent(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox))
+    first_calls = sandbox.stats()["calls"]
+    truth = sandbox.ground_truth()
+    sandbox.add_activities(new=120)
+    sandbox.reset_stats()
+    pipeline.run(source_for(sandbox))
+    second_calls = sandbox.stats()["calls"]
+    assert_everything_matches(pipeline, sandbox)
+
+    first, second = reports_by_load(pipeline)
+    assert set(first) == set(second) == {*PAGED_STREAMS, "activity_types", "custom_activity_types"}
+    added = {stream: n - expected_rows(truth)[stream] for stream, n in expected_rows(sandbox.ground_truth()).items()}
+    for stream, endpoint in PAGED_STREAMS.items():
+        assert first[stream]["rows_loaded"] == expected_rows(truth)[stream], stream
+        assert second[stream]["rows_loaded"] == added[stream], stream
+        assert first[stream]["calls"] == first_calls[endpoint], stream
+        assert second[stream]["calls"] == second_calls[endpoint], stream
+        assert first[stream]["pages"] == first[stream]["calls"]  # no retries without faults
+        assert first[stream]["stopped"] is None
+        gaps = [g for g in table_rows(pipeline, "marketo_retention_gaps") if g["stream"] == stream]
+        assert first[stream]["warnings"] == (
+            f"{len(gaps)} retention gap(s), see marketo_retention_gaps" if gaps else None
+        ), stream
+        # The second run starts where the first one ended, and ends past everything Marketo holds.
+        assert second[stream]["position_from"] == first[stream]["position_to"], stream
+    assert first["activities"]["position_from"] == utc("2026-10-01T00:00:00Z")
+    assert second["activities"]["position_to"] >= newest_date(sandbox.ground_truth()["activities"])
+    assert second["activities"]["newest_activity_at"] == newest_date(
+        records_of_types(sandbox.ground_truth()["activities"], _other_type_ids(truth))
+    )
+    state = pipeline.state["sources"]["marketo"]["resources"]["activities"]["last_run"]
+    assert state["rows_loaded"] == second["activities"]["rows_loaded"]
+
+
+def _other_type_ids(truth: Dict[str, Any]) -> List[int]:
+    return [t["id"] for t in truth["activity_types"] if t["id"] not in DEDICATED_STREAM_TYPE_IDS]
+
+
+def test_a_stop_and_set_aside_rows_are_reported_as_warnings(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox, max_pages_per_run=3, max_concurrency=1))
+    (report,) = reports_by_load(pipeline)
+    stopped = [stream for stream in PAGED_STREAMS if report[stream]["stopped"]]
+    assert stopped, "three pages cannot read the whole sandbox"
+    for stream in stopped:
+        assert report[stream]["stopped"] == "budget"
+        assert "max_pages_per_run (3) reached" in report[stream]["warnings"]
+    assert sum(report[stream]["pages"] for stream in PAGED_STREAMS) == 3
+    # Where it stopped, it is complete only up to the position it reached.
+    loaded_until = max(r["activity_date"] for r in table_rows(pipeline, "activity_visit_webpage"))
+    assert report["activities"]["position_to"] <= loaded_until
+
+
+def test_progress_shows_pages_records_and_calls(sandbox: MarketoSandbox, tmp_path: Any) -> None:
+    shown = io.StringIO()
+    pipeline = dlt.pipeline(
+        pipeline_name="progress",
+        pipelines_dir=str(tmp_path),
+        destination=dlt.destinations.duckdb(str(tmp_path / "progress.duckdb")),
+        dataset_name="marketo",
+        progress=dlt.progress.log(log_period=3600, logger=shown, dump_system_stats=False),
+    )
+    pipeline.run(source_for(sandbox, daily_call_limit=40_000))
+    (report,) = reports_by_load(pipeline)
+    text = shown.getvalue()  # the collector prints every counter when the extract step ends
+    for stream in PAGED_STREAMS:
+        assert f"Marketo pages ({stream}): {report[stream]['pages']} " in text
+        assert f"Marketo records ({stream}): {report[stream]['records']} " in text
+    calls = sum(pipeline.state["sources"]["marketo"]["last_run_calls"].values())
+    shown_calls, left = re.search(r"Marketo API calls: (\d+) .*\[([\d,]+) calls left in the budget\]", text).groups()
+    assert int(shown_calls) == calls  # the last page was the last call
+    assert int(left.replace(",", "")) == 40_000 - sandbox.stats()["quota_used"]
+
+
+def test_daily_call_limit_leaves_the_rest_of_the_quota_to_other_integrations(
+    sandbox: MarketoSandbox, make_pipeline: Any
+) -> None:
+    others = _another_integration_spends(sandbox, calls=25)
+    limit = others + 12
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox, daily_call_limit=limit))
+
+    (report,) = reports_by_load(pipeline)
+    assert any(report[s]["stopped"] == "budget" for s in PAGED_STREAMS)
+    assert any("daily_call_limit (%d) reached" % limit in (report[s]["warnings"] or "") for s in PAGED_STREAMS)
+    # The limit holds on Marketo's own count, every caller included, with five calls at once.
+    assert sandbox.stats()["quota_used"] == limit
+    assert sandbox.stats()["calls"]["usage"] == 1  # asked once: the run made fewer than 500 calls
+    assert min(report[s]["calls_left_today"] for s in PAGED_STREAMS) == 0
+
+    sandbox.reset_quota()  # a new day: the same limit now lets the run finish
+    for _ in range(5):
+        if not any(r.get("last_run", {}).get("stopped") for r in _resources(pipeline)):
+            break
+        pipeline.run(source_for(sandbox, daily_call_limit=limit + 1000))
+    assert_everything_matches(pipeline, sandbox)
+
+
+def _another_integration_spends(sandbox: MarketoSandbox, calls: int) -> int:
+    """Makes `calls` calls as another integration would; returns the instance's calls today."""
+    token = requests.get(
+        f"{sandbox.base_url}/identity/oauth/token",
+        params={"grant_type": "client_credentials", "client_id": sandbox.client_id, "client_secret": sandbox.client_secret},
+        timeout=10,
+    ).json()["access_token"]
+    for _ in range(calls):
+        requests.get(
+            f"{sandbox.base_url}/rest/v1/activities/types.json",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        ).raise_for_status()
+    return sandbox.stats()["quota_used"]
+
+
+def _resources(pipeline: dlt.Pipeline) -> List[Dict[str, Any]]:
+    return list(pipeline.state["sources"]["marketo"]["resources"].values())
+
+
+@pytest.mark.parametrize("limit", [0, -5, "80%", True])
+def test_a_bad_daily_call_limit_names_the_setting(sandbox: MarketoSandbox, limit: Any) -> None:
+    with pytest.raises(MarketoConfigurationError, match="daily_call_limit must be a positive whole number"):
+        source_for(sandbox, daily_call_limit=limit)
