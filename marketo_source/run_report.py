@@ -18,10 +18,9 @@ from marketo_source import settings
 from marketo_source.budget import RunBudget, StopReason
 from marketo_source.client import MarketoClient
 from marketo_source.schema import parse_timestamp
+from marketo_source.streams import Cursor
 
 logger = logging.getLogger("marketo_source")
-
-Cursor = Dict[str, Any]
 
 REPORT_COLUMNS: Dict[str, str] = {
     "stream": "text",
