@@ -1,5 +1,6 @@
 """Fixtures for the source tests: a sandbox on 127.0.0.1 and a pipeline into a temporary DuckDB."""
 
+import os
 from pathlib import Path
 from typing import Any, Iterator, List
 
@@ -9,6 +10,9 @@ import pytest
 from marketo_source import duckdb_destination
 from marketo_source.sandbox import DataSpec, MarketoSandbox
 from tests.helpers import SMALL_DATA
+
+# dlt sends anonymous telemetry by default; the tests, and the scripts they start, reach only 127.0.0.1.
+os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
 
 _FIGURES = pytest.StashKey[List[str]]()
 
