@@ -15,6 +15,7 @@ from typing import Any, Dict
 import dlt
 
 from marketo_source import discard_superseded_packages, duckdb_destination, marketo_error_behind, marketo_source
+from marketo_source.destinations import filesystem_destination
 from marketo_source.sandbox import DataSpec, MarketoSandbox
 
 SANDBOX_DATA = DataSpec(days=13)
@@ -38,6 +39,9 @@ def _arguments() -> argparse.Namespace:
         "--destination", help="any dlt destination (default: destination_type in dlt's config, else duckdb)"
     )
     parser.add_argument("--dataset", default="marketo", help="dataset (schema) name (default: marketo)")
+    parser.add_argument("--table-format", choices=["parquet", "delta"], default="parquet",
+                        help="with --destination filesystem: plain Parquet files (rows read again repeat) or "
+                             "Delta tables, which merge (needs deltalake); default: parquet")
     parser.add_argument("--pipeline-name", help="default: marketo_pipeline, or marketo_sandbox with --sandbox")
     parser.add_argument("--start-date", help="first run's start, e.g. 2024-01-01T00:00:00Z")
     parser.add_argument(
@@ -88,6 +92,8 @@ def _run(args: argparse.Namespace, source: Any, default_name: str = "marketo_pip
         # Named after the pipeline, not the dataset: DuckDB cannot tell a database file called
         # marketo.duckdb from a dataset (schema) called marketo.
         destination = duckdb_destination(str(Path.cwd() / f"{name}.duckdb"))
+    elif destination == "filesystem":
+        destination = filesystem_destination(table_format=None if args.table_format == "parquet" else args.table_format)
     pipeline = _pipeline(
         name, destination=destination, dataset_name=args.dataset, progress=_progress(args.progress)
     )

@@ -1,15 +1,16 @@
-"""Fixtures for the source tests: a sandbox on 127.0.0.1 and a pipeline into a temporary DuckDB."""
+"""Fixtures for the source tests: a sandbox on 127.0.0.1, a pipeline into a temporary DuckDB, and a
+PostgreSQL server on 127.0.0.1 for the destination tests."""
 
 import os
 from pathlib import Path
 from typing import Any, Iterator, List
 
-import dlt
 import pytest
 
-from marketo_source import duckdb_destination
 from marketo_source.sandbox import DataSpec, MarketoSandbox
+from tests.destinations import pipeline_maker
 from tests.helpers import SMALL_DATA
+from tests.postgres_server import PostgresServer, PostgresUnavailable, server_binaries
 
 # dlt sends anonymous telemetry by default; the tests, and the scripts they start, reach only 127.0.0.1.
 os.environ["RUNTIME__DLTHUB_TELEMETRY"] = "false"
@@ -26,16 +27,23 @@ def sandbox() -> Iterator[MarketoSandbox]:
 @pytest.fixture
 def make_pipeline(tmp_path: Path) -> Any:
     """Returns a function that builds a DuckDB pipeline in the test's temporary folder."""
+    return pipeline_maker("duckdb", tmp_path)
 
-    def make(name: str = "marketo_test") -> dlt.Pipeline:
-        return dlt.pipeline(
-            pipeline_name=name,
-            pipelines_dir=str(tmp_path / "pipelines"),
-            destination=duckdb_destination(str(tmp_path / f"{name}.duckdb")),
-            dataset_name="marketo",
-        )
 
-    return make
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on 127.0.0.1 for the whole session, installed from Debian's packages
+    when missing. Skipped where it cannot be had, except in CI, which must never skip it."""
+    try:
+        server = PostgresServer(server_binaries())
+    except PostgresUnavailable as reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs PostgreSQL for the destination tests: {reason}")
+        pytest.skip(f"no PostgreSQL server: {reason}")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -115,8 +115,26 @@ def by_guid(rows: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 
 
 def records_of_types(records: List[Dict[str, Any]], type_ids: Iterable[int]) -> List[Dict[str, Any]]:
+    """The records of these types that land in their type's table: all but those without a marketoGUID."""
     wanted = set(type_ids)
-    return [r for r in records if r["activityTypeId"] in wanted]
+    return [r for r in records if r["activityTypeId"] in wanted and r.get("marketoGUID")]
+
+
+REJECTED_TABLE = "marketo_rejected_records"
+
+
+def expected_rejects(truth: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The rows of the rejected-records table: every activity Marketo sent without a marketoGUID."""
+    return [
+        {"stream": "activities", "reason": "no marketo_guid (marketoGUID)", "record": json.dumps(r, ensure_ascii=False)}
+        for r in truth["activities"]
+        if not r.get("marketoGUID")
+    ]
+
+
+def whole_row_key(row: Dict[str, Any]) -> tuple:
+    """The key of a row in a table that has no key columns: the whole row, dlt's columns left out."""
+    return (repr(sorted(normalized(row).items())),)
 
 
 KEY_COLUMNS: Dict[str, tuple] = {
@@ -146,9 +164,10 @@ def expected_keys(truth: Dict[str, Any]) -> Keys:
     names = {t["id"]: t["name"] for t in truth["activity_types"]}
     keys: Keys = {}
     for record in truth["activities"]:
-        if record["activityTypeId"] not in DEDICATED_STREAM_TYPE_IDS:
+        if record["activityTypeId"] not in DEDICATED_STREAM_TYPE_IDS and record.get("marketoGUID"):
             type_id = record["activityTypeId"]
             keys.setdefault(table_of(names.get(type_id, f"type {type_id}")), set()).add((record["marketoGUID"],))
+    keys[REJECTED_TABLE] = {whole_row_key(row) for row in expected_rejects(truth)}
     keys["lead_changes"] = {(r["marketoGUID"],) for r in truth["lead_changes"]}
     keys["lead_field_changes"] = {(r["marketoGUID"], f["id"]) for r in truth["lead_changes"] for f in r.get("fields") or []}
     keys["deleted_leads"] = {(r["marketoGUID"],) for r in truth["deleted_leads"]}

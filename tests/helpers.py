@@ -10,7 +10,9 @@ from marketo_source import marketo_source
 from marketo_source.sandbox import MarketoSandbox
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS, RUN_REPORTS_TABLE
 
+from tests.destinations import stored_tables, table_rows
 from tests.expected import (
+    REJECTED_TABLE,
     Keys,
     attribute_types,
     by_guid,
@@ -18,6 +20,7 @@ from tests.expected import (
     expected_custom_attribute_rows,
     expected_custom_type_row,
     expected_keys,
+    expected_rejects,
     expected_row,
     key_columns,
     key_differences,
@@ -25,6 +28,7 @@ from tests.expected import (
     records_of_types,
     table_of,
     utc,
+    whole_row_key,
 )
 
 SMALL_DATA = dict(seed=7, leads=80, activities=4000, days=20, start_date="2026-10-01T00:00:00Z")
@@ -50,13 +54,6 @@ def recent_start_date(days: int = 10) -> str:
     return (midnight - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def table_rows(pipeline: dlt.Pipeline, table: str) -> List[Dict[str, Any]]:
-    with pipeline.sql_client() as client:
-        with client.execute_query(f"SELECT * FROM {table}") as cursor:
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
 def table_names(pipeline: dlt.Pipeline) -> List[str]:
     return [t for t in pipeline.default_schema.data_table_names() if not t.startswith("_dlt")]
 
@@ -64,12 +61,7 @@ def table_names(pipeline: dlt.Pipeline) -> List[str]:
 def stored_table_names(pipeline: dlt.Pipeline) -> List[str]:
     """The data tables that exist in the destination, which after a failed or killed run may be
     fewer than the schema names: the schema is saved when extract ends, the tables made in load."""
-    with pipeline.sql_client() as client:
-        found = client.execute_sql(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", client.dataset_name
-        )
-    existing = {row[0] for row in found or []}
-    return [table for table in table_names(pipeline) if table in existing]
+    return stored_tables(pipeline, table_names(pipeline))
 
 
 def loaded_keys(pipeline: dlt.Pipeline) -> Keys:
@@ -88,7 +80,7 @@ def loaded_keys(pipeline: dlt.Pipeline) -> Keys:
         rows = table_rows(pipeline, table)
         columns = key_columns(table)
         if rows and not set(columns) <= set(rows[0]):
-            keys[table] = {(repr(sorted(normalized(row).items())),) for row in rows}
+            keys[table] = {whole_row_key(row) for row in rows}
             continue
         row_keys = [tuple(row[c] for c in columns) for row in rows]
         if len(row_keys) != len(set(row_keys)):
@@ -162,6 +154,13 @@ def assert_deleted_leads_match(pipeline: Any, truth: Dict[str, Any]) -> None:
     column_types = attribute_types(truth["activity_types"], [37])
     for record in records:
         assert normalized(loaded[record["marketoGUID"]]) == expected_row(record, column_types)
+
+
+def assert_rejects_match(pipeline: Any, truth: Dict[str, Any]) -> int:
+    """The rejected-records table holds each record Marketo sent without a key once, as sent; returns their number."""
+    loaded = sorted((normalized(row) for row in table_rows(pipeline, REJECTED_TABLE)), key=repr)
+    assert loaded == sorted(expected_rejects(truth), key=repr), "the rejected records differ from Marketo's unkeyed records"
+    return len(loaded)
 
 
 def assert_catalog_matches(pipeline: Any, truth: Dict[str, Any]) -> None:

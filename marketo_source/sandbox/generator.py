@@ -66,6 +66,7 @@ class DataSpec:
         auto_add: (every_n_calls, new, late): while serving, add activities every n REST calls.
         malformed: Number of initial records that break Marketo's schema, in turn: a value that
             does not fit its attribute's data type, no attribute list, no activityDate.
+        unkeyed: Number of initial records sent without marketoGUID, which no merge can key.
         max_custom_types: Custom activity types the instance may hold, seeded ones included (Marketo: 10);
             raise it to benchmark instances with many activity types.
     """
@@ -81,6 +82,7 @@ class DataSpec:
     deleted_leads: int | None = None
     auto_add: tuple[int, int, int] | None = None
     malformed: int = 0
+    unkeyed: int = 0
     max_custom_types: int = 10
 
     def start_ms(self) -> int:
@@ -288,8 +290,10 @@ class DataGenerator:
     def _malformed_plan(self, count: int, taken: set[int]) -> dict[int, tuple[int, str]]:
         """Position -> (type id, kind) of the records to break; Visit Webpage has a boolean attribute to break."""
         free = [position for position in range(count) if position not in taken]
-        positions = sorted(self.rng.sample(free, min(self.spec.malformed, len(free))))
-        return {position: (VISIT_WEBPAGE, MALFORMED_KINDS[n % len(MALFORMED_KINDS)]) for n, position in enumerate(positions)}
+        kinds = [MALFORMED_KINDS[n % len(MALFORMED_KINDS)] for n in range(self.spec.malformed)]
+        kinds += ["no_guid"] * self.spec.unkeyed
+        positions = sorted(self.rng.sample(free, min(len(kinds), len(free))))
+        return {position: (VISIT_WEBPAGE, kind) for position, kind in zip(positions, kinds)}
 
     @staticmethod
     def _malformed(activity: Activity, kind: str) -> Activity:

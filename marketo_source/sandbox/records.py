@@ -31,8 +31,8 @@ class Activity:
         attributes: Rendered attribute dicts ({"name", "value"} plus "apiName" for custom types),
             empty ones already left out.
         change: Set on Change Data Value (13) records only.
-        malformed: How the record breaks Marketo's own schema, if it does: "no_activity_date" or
-            "no_attributes" (a wrongly typed value needs no flag: it sits in `attributes`).
+        malformed: How the record breaks Marketo's own schema, if it does: "no_activity_date",
+            "no_attributes" or "no_guid" (a wrongly typed value needs no flag: it sits in `attributes`).
     """
 
     id: int
@@ -70,6 +70,8 @@ def _base(activity: Activity) -> dict[str, Any]:
         record["campaignId"] = activity.campaign_id
     if activity.malformed == "no_activity_date":
         del record["activityDate"]
+    if activity.malformed == "no_guid":
+        del record["marketoGUID"]
     return record
 
 
