@@ -23,6 +23,7 @@ from dlt.common.configuration import configspec
 from dlt.sources.helpers.requests import Session
 from dlt.sources.helpers.rest_client.auth import OAuth2ClientCredentials
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 
 from marketo_source import settings
 from marketo_source.errors import (
@@ -197,6 +198,22 @@ class _TokenRefused(Exception):
     """601/602: the call is replayed with a new token."""
 
 
+class _BearerToken(AuthBase):
+    """Sends an access token in the Authorization header.
+
+    Given as the request's auth rather than as a header, it also keeps requests from reading
+    ~/.netrc on every call (5 % of the extract's CPU in issue 5's profile), whose entry for the
+    host would replace the token.
+    """
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
 class MarketoClient:
     """Calls the Marketo REST API within its limits and turns its answers into results or errors.
 
@@ -300,7 +317,7 @@ class MarketoClient:
         while True:
             token = self.auth.current_token()
             try:
-                return self._attempt(method, path, {**headers, "Authorization": f"Bearer {token}"}, request)
+                return self._attempt(method, path, headers, {**request, "auth": _BearerToken(token)})
             except _TokenRefused:
                 self.auth.invalidate(token)
                 auth_replays += 1

@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import dlt
-import pyarrow as pa
 from dlt.common.typing import TDataItem
 
 from marketo_source import settings
@@ -23,10 +22,12 @@ from marketo_source.client import MarketoClient
 from marketo_source.options import ReadOptions
 from marketo_source.schema import (
     KEY_COLUMN,
+    FieldChangeRows,
     Rejects,
+    Rows,
     TableLayout,
+    TableRows,
     activity_table_name,
-    field_changes_to_arrow,
     rejects_to_arrow,
     type_attributes,
 )
@@ -47,8 +48,8 @@ class StreamTables:
         """(table name, records) for each table the records fill."""
         raise NotImplementedError
 
-    def to_arrow(self, table_name: str, records: Records) -> Tuple[pa.Table, Rejects]:
-        """The rows of `table_name`, and the records set aside with their reasons."""
+    def new_rows(self, table_name: str) -> Rows:
+        """An empty batch of rows of `table_name`, to gather records into."""
         raise NotImplementedError
 
 FIELD_CHANGES_TABLE = "lead_field_changes"
@@ -195,6 +196,7 @@ def activities(run: MarketoRun) -> Iterator[TDataItem]:
             run.options.start,
             run.options.lookback,
             group_param="activityTypeIds",
+            heavy={str(t) for t in type_ids if t in settings.HIGH_VOLUME_TYPE_IDS},
         )
     yield from _read_stream(run, "activities", chains, _ActivityTables(run.catalog.activity_types), gaps)
 
@@ -255,8 +257,8 @@ class _OneTable(StreamTables):
     def route(self, records: Records) -> Iterable[Tuple[str, Records]]:
         yield self._table_name, records
 
-    def to_arrow(self, table_name: str, records: Records) -> Tuple[pa.Table, Rejects]:
-        return self._layout.to_arrow(records), []
+    def new_rows(self, table_name: str) -> Rows:
+        return TableRows(self._layout)
 
 
 class _LeadChangeTables(StreamTables):
@@ -269,10 +271,8 @@ class _LeadChangeTables(StreamTables):
         yield "lead_changes", records
         yield FIELD_CHANGES_TABLE, records
 
-    def to_arrow(self, table_name: str, records: Records) -> Tuple[pa.Table, Rejects]:
-        if table_name == FIELD_CHANGES_TABLE:
-            return field_changes_to_arrow(records)
-        return self._layout.to_arrow(records), []
+    def new_rows(self, table_name: str) -> Rows:
+        return FieldChangeRows() if table_name == FIELD_CHANGES_TABLE else TableRows(self._layout)
 
 
 class _ActivityTables(StreamTables):
@@ -289,8 +289,8 @@ class _ActivityTables(StreamTables):
             by_table[self._table_of(record.get("activityTypeId"))].append(record)
         return by_table.items()
 
-    def to_arrow(self, table_name: str, records: Records) -> Tuple[pa.Table, Rejects]:
-        return self._layouts[table_name].to_arrow(records), []
+    def new_rows(self, table_name: str) -> Rows:
+        return TableRows(self._layouts[table_name])
 
     def _table_of(self, type_id: Any) -> str:
         # A type missing from the metadata still lands, in a table named after its id.
@@ -358,7 +358,7 @@ def _read_stream(
         default_start=run.options.start,
         retention_gaps=len(retention_gaps),
     )
-    buffer = _RecordBuffer(settings.FLUSH_ROWS)
+    buffer = _RowBuffer(settings.FLUSH_ROWS, tables)
     run.refresh_daily_usage()
     stream_pages = run.scheduler.pages(chains)
     # Handing control back to dlt after each page lets it start and drain the other streams,
@@ -374,12 +374,12 @@ def _read_stream(
         run.refresh_daily_usage()
         keyed, rejects = _split_unkeyed(page.records)
         for table_name, table_records in tables.route(keyed):
-            for full_table, full_records in buffer.add(table_name, table_records):
-                yield from _rows(report, tables, full_table, full_records)
+            for full_table, full_rows in buffer.add(table_name, table_records):
+                yield from _rows(report, full_table, full_rows)
         yield from _set_aside(report, rejects)
         yield []
-    for table_name, table_records in buffer.drain():
-        yield from _rows(report, tables, table_name, table_records)
+    for table_name, rows in buffer.drain():
+        yield from _rows(report, table_name, rows)
     yield from finish_stream(run, report, stream_pages.stopped)
 
 
@@ -388,8 +388,8 @@ def finish_stream(run: MarketoRun, report: StreamReport, stopped: Optional[StopR
     yield to_table([report.finish(run.client, run.budget, stopped)], settings.RUN_REPORTS_TABLE)
 
 
-def _rows(report: StreamReport, tables: StreamTables, table_name: str, records: Records) -> Iterator[TDataItem]:
-    table, rejects = tables.to_arrow(table_name, records)
+def _rows(report: StreamReport, table_name: str, rows: Rows) -> Iterator[TDataItem]:
+    table, rejects = rows.to_arrow()
     yield to_table(table, table_name)
     yield from _set_aside(report, rejects)
 
@@ -414,33 +414,37 @@ def _split_unkeyed(records: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]],
     return keyed, rejects
 
 
-class _RecordBuffer:
-    """Gathers records per table so that each is flattened in large batches.
+class _RowBuffer:
+    """Gathers each table's records as they arrive, so that each is made into Arrow in large batches.
 
     One row budget serves all tables of a stream: past it, the table holding most records is
     flushed, so memory stays flat however many tables a stream fills.
     """
 
-    def __init__(self, max_rows: int) -> None:
+    def __init__(self, max_rows: int, tables: StreamTables) -> None:
         self._max_rows = max_rows
-        self._records: Dict[str, Records] = defaultdict(list)
-        self._rows = 0
+        self._tables = tables
+        self._rows: Dict[str, Rows] = {}
+        self._records: Dict[str, int] = {}
+        self._total = 0
 
-    def add(self, table_name: str, records: Records) -> Iterator[Tuple[str, Records]]:
-        self._records[table_name].extend(records)
-        self._rows += len(records)
-        while self._rows >= self._max_rows:
-            largest = max(self._records, key=lambda name: len(self._records[name]))
-            yield self._take(largest)
+    def add(self, table_name: str, records: Records) -> Iterator[Tuple[str, Rows]]:
+        if table_name not in self._rows:
+            self._rows[table_name] = self._tables.new_rows(table_name)
+            self._records[table_name] = 0
+        self._rows[table_name].add(records)
+        self._records[table_name] += len(records)
+        self._total += len(records)
+        while self._total >= self._max_rows:
+            yield self._take(max(self._records, key=self._records.__getitem__))
 
-    def drain(self) -> Iterator[Tuple[str, Records]]:
-        for table_name in list(self._records):
+    def drain(self) -> Iterator[Tuple[str, Rows]]:
+        for table_name in list(self._rows):
             yield self._take(table_name)
 
-    def _take(self, table_name: str) -> Tuple[str, Records]:
-        records = self._records.pop(table_name)
-        self._rows -= len(records)
-        return table_name, records
+    def _take(self, table_name: str) -> Tuple[str, Rows]:
+        self._total -= self._records.pop(table_name)
+        return table_name, self._rows.pop(table_name)
 
 
 def to_table(item: Any, table_name: str) -> TDataItem:

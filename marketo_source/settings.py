@@ -77,6 +77,9 @@ RETENTION_DAYS: Dict[int, Optional[int]] = {
 """Days Marketo keeps each activity type (its activity log policy); None: forever."""
 DEFAULT_RETENTION_DAYS = 760
 """25 months, what Marketo keeps of most other types."""
+HIGH_VOLUME_TYPE_IDS: FrozenSet[int] = frozenset(t for t, days in RETENTION_DAYS.items() if days == 90)
+"""Types Marketo keeps only 90 days because they come in bulk (web visits, email sends and
+deliveries, link clicks, score changes, ...): the activities stream spreads them over its groups."""
 
 ACTIVITY_TABLE_PREFIX = "activity_"
 ATTRIBUTE_COLLISION_PREFIX = "attribute_"

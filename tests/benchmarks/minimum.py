@@ -15,6 +15,9 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
+from marketo_source.settings import HIGH_VOLUME_TYPE_IDS
+from marketo_source.streams import groups_of
+
 MAX_TYPES_PER_CALL = 10
 BATCH_SIZE = 300
 LEAD_CHANGE_TYPES = (12, 13)
@@ -97,6 +100,18 @@ def id_order(shape: LogShape, type_ids: Sequence[int]) -> Grouping:
     return chunks(sorted(type_ids))
 
 
+def source_groups(type_ids: Sequence[int]) -> Grouping:
+    """The source's groups on a first run: Marketo's high-volume types spread over the fewest groups of 10."""
+    keys = [str(t) for t in sorted(type_ids)]
+    heavy = {str(t) for t in type_ids if t in HIGH_VOLUME_TYPE_IDS}
+    return [[int(key) for key in group] for group in groups_of(keys, MAX_TYPES_PER_CALL, heavy)]
+
+
+def source(shape: LogShape, type_ids: Sequence[int]) -> Grouping:
+    """What the source does (`source_groups`); it knows no record counts, only Marketo's list of high-volume types."""
+    return source_groups(type_ids)
+
+
 def dense_first(shape: LogShape, type_ids: Sequence[int]) -> Grouping:
     """Groups of 10 by falling record count: dense types together, sparse types together."""
     return chunks(sorted(type_ids, key=lambda t: -shape.count([t])))
@@ -115,7 +130,7 @@ def balanced(shape: LogShape, type_ids: Sequence[int]) -> Grouping:
 
 
 STRATEGIES: Dict[str, Callable[[LogShape, Sequence[int]], Grouping]] = {
-    "id_order": id_order, "dense_first": dense_first, "balanced": balanced,
+    "source": source, "id_order": id_order, "dense_first": dense_first, "balanced": balanced,
 }
 
 
@@ -162,27 +177,28 @@ def minimum_calls(shape: LogShape, block_size: int, type_ids: Optional[Sequence[
         type_ids: Types of the activities stream (the source's activity_type_ids); None: its default.
 
     Returns:
-        "per_endpoint" (minimum with the id-order grouping), "activities" (each grouping's page
-        calls and the lower bound), "total_id_order", "total_best", and "deleted_in_activities":
-        the activities stream's best page calls if Delete Lead (37) were read through
-        activities.json with the other types instead of its own endpoint.
+        "per_endpoint" (minimum with the source's grouping), "activities" (each grouping's page
+        calls and the lower bound), "total_source", "total_best", "deleted_in_activities": the
+        activities stream's best page calls if Delete Lead (37) were read through activities.json
+        with the other types instead of its own endpoint, and "chain_calls": the page calls of
+        each chain the source runs (its groups, lead changes, deleted leads).
     """
     types = list(type_ids) if type_ids else activity_stream_types(shape)
     grouping = compare_groupings(shape, types, block_size)
     per_endpoint = {
         **METADATA_CALLS,
         "paging_token": 1,
-        "activities": grouping.calls["id_order"],
+        "activities": grouping.calls["source"],
         "lead_changes": page_calls(shape.matches(LEAD_CHANGE_TYPES), shape.length, block_size),
         "deleted_leads": page_calls(shape.matches([DELETE_LEAD]), shape.length, block_size),
     }
     total = sum(per_endpoint.values())
     merged = compare_groupings(shape, [*types, DELETE_LEAD], block_size)
-    best_total = total - grouping.calls["id_order"] + grouping.calls[grouping.best]
+    best_total = total - grouping.calls["source"] + grouping.calls[grouping.best]
     return {
         "per_endpoint": per_endpoint,
         "activities": grouping.as_dict(),
-        "total_id_order": total,
+        "total_source": total,
         "total_best": best_total,
         "deleted_in_activities": {
             **merged.as_dict(),
@@ -190,5 +206,7 @@ def minimum_calls(shape: LogShape, block_size: int, type_ids: Optional[Sequence[
             + merged.calls[merged.best],
         },
         "chains": grouping.groups + 2,
+        "chain_calls": [page_calls(shape.matches(group), shape.length, block_size) for group in source_groups(types)]
+        + [per_endpoint["lead_changes"], per_endpoint["deleted_leads"]],
         "records": shape.length,
     }

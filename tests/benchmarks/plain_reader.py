@@ -10,7 +10,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import requests
 
-from tests.benchmarks.minimum import BATCH_SIZE, DELETE_LEAD, LEAD_CHANGE_TYPES, chunks
+from tests.benchmarks.minimum import BATCH_SIZE, DELETE_LEAD, LEAD_CHANGE_TYPES, source_groups
 
 REST = "/rest/v1"
 
@@ -77,7 +77,7 @@ class PlainReader:
         token = self.get("paging_token", "/activities/pagingtoken.json", {"sinceDatetime": self.start_date})
         token = token["nextPageToken"]
         stream_types = self.type_ids or [t for t in types if t not in (*LEAD_CHANGE_TYPES, DELETE_LEAD)]
-        for group in chunks(sorted(stream_types)):  # the source's grouping: id order, 10 a call
+        for group in source_groups(stream_types):  # the source's grouping, so that both read the same pages
             _drain(self.chain("activities", "/activities.json", {"activityTypeIds": _ids(group)}, token))
         _drain(self.chain("lead_changes", "/activities/leadchanges.json", {"fields": fields}, token))
         _drain(self.chain("deleted_leads", "/activities/deletedleads.json", {}, token))

@@ -21,11 +21,12 @@ from tests.benchmarks.pipeline_child import REPO_ROOT
 from tests.benchmarks.sandbox_process import SandboxProcess
 
 STAGES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
-    ("source: records -> Arrow (TableLayout.to_arrow)", ("TableLayout.to_arrow (marketo_source/schema.py",)),
-    ("source: field changes -> Arrow", ("field_changes_to_arrow (marketo_source/",)),
+    ("source: records -> columns (TableRows.add)", ("TableRows.add (marketo_source/schema.py",)),
+    ("source: columns -> Arrow (TableRows.to_arrow)", ("TableRows.to_arrow (marketo_source/schema.py",)),
+    ("source: field changes -> Arrow", ("FieldChangeRows.", "field_changes_to_arrow (marketo_source/")),
     ("source: newest activityDate per page", ("_newest (marketo_source/streams.py",)),
-    ("source: concat/flush of buffered tables", ("_TableBuffer.",)),
-    ("JSON parsing of answers", ("Response.json (requests/models.py", "json/decoder.py", "simplejson/")),
+    ("JSON parsing of answers (orjson, in _read_answer)", ("MarketoClient._read_answer (marketo_source/",
+                                                          "json/decoder.py", "simplejson/")),
     ("HTTP round trip (requests, urllib3, sockets)", ("requests/sessions.py",)),
     ("source: other (paging, client, resources)", ("marketo_source/",)),
     ("dlt extract: item writing (arrow -> parquet)", ("dlt/common/data_writers/",)),
@@ -103,11 +104,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--activities", type=int, default=200_000)
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmark-results" / "profile")
+    parser.add_argument("--gil", action="store_true",
+                        help="only samples of the thread holding the GIL: the Python CPU the pipeline process spends, "
+                             "without threads that wait for it")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     raw = (args.out / f"pipeline-{args.activities}.txt").resolve()
     wrapper = [py_spy(), "record", "--nonblocking", "--format", "raw", "--rate", str(args.rate), "--output", str(raw),
-               "--"]
+               *(["--gil"] if args.gil else []), "--"]
     with SandboxProcess(sandbox_options(args.activities)) as sandbox:
         result = run_pipeline(sandbox, UNLIMITED_CLIENT, wrapper=wrapper)
     print(f"{result['activity_rows']} activities; extract {result['extract_s']:.2f} s, normalize "

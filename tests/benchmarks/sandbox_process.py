@@ -6,11 +6,13 @@ admin endpoints (`/_sandbox/stats`, `/_sandbox/reset-stats`, `/_sandbox/ground-t
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, List, Optional
 
 import requests
@@ -116,6 +118,12 @@ class SandboxProcess:
         if self.process.stdout is not None:
             self.process.stdout.close()
         self.session.close()
+
+    def cpu_s(self) -> float:
+        """CPU seconds the sandbox process has used so far (user + system, from /proc)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stats(self) -> dict[str, Any]:
         """The sandbox's counters: calls per endpoint, errors per code, max concurrency seen."""
