@@ -152,7 +152,7 @@ class RunBudget:
 
 
 def daily_usage(client: MarketoClient, daily_call_limit: Optional[int]) -> Optional[DailyUsage]:
-    """The daily usage to watch, if `daily_call_limit` is set; checks the setting."""
+    """The daily usage to watch, if `daily_call_limit` is set, made the client's gate on every call; checks the setting."""
     if daily_call_limit is None:
         return None
     if isinstance(daily_call_limit, bool) or not isinstance(daily_call_limit, int) or daily_call_limit <= 0:
