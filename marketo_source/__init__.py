@@ -47,7 +47,7 @@ from marketo_source.errors import (
     MarketoWriteUncertain,
     marketo_error_behind,
 )
-from marketo_source.options import parse_read_options
+from marketo_source.options import parse_read_options, parse_time_slices
 from marketo_source.budget import RunBudget, daily_usage, stop_reason_for
 from marketo_source.run_report import RunProgress, StreamReport
 from marketo_source.streams import PageScheduler, PagingTokens
@@ -79,6 +79,8 @@ def marketo_source(
     max_pages_per_run: Optional[int] = None,
     max_seconds_per_run: Optional[float] = None,
     daily_call_limit: Optional[int] = None,
+    time_slices: bool = False,
+    time_slice_overlap_minutes: float = settings.DEFAULT_TIME_SLICE_OVERLAP_MINUTES,
 ) -> List[DltResource]:
     """Marketo activity types, activities, lead changes and deleted leads, read incrementally.
 
@@ -117,6 +119,14 @@ def marketo_source(
             today, counting every API user as Marketo's Get Daily Usage does (asked at the start
             and every 500 calls; each ask is one call). E.g. 40000, 80% of the default quota,
             leaves the rest to the instance's other integrations.
+        time_slices: Read a long chain of pages in several time slices at once when its calls
+            wait on the network, not on the rate limit: a large backfill finishes sooner, for
+            about two more calls per slice (its paging token and the pages of the overlap).
+            Off by default, which spends the fewest calls.
+        time_slice_overlap_minutes: With time_slices, how late (after its activityDate) an
+            activity may be committed and still be read: each slice reads on this far past
+            the next slice's start. Without time_slices, resuming from the saved token reads
+            late commits however late.
 
     Returns:
         The resources `activity_types`, `custom_activity_types`, `activities`, `lead_changes`
@@ -143,7 +153,12 @@ def marketo_source(
         max_calls_per_run, max_pages_per_run, max_seconds_per_run, daily=daily_usage(client, daily_call_limit)
     )
     scheduler = PageScheduler(
-        client, PagingTokens(client), max_concurrency, budget, max_waiting_pages=settings.MAX_WAITING_PAGES
+        client,
+        PagingTokens(client),
+        max_concurrency,
+        budget,
+        max_waiting_pages=settings.MAX_WAITING_PAGES,
+        slice_overlap=parse_time_slices(time_slices, time_slice_overlap_minutes),
     )
     run = resources.MarketoRun(client, Catalog(client), options, scheduler, budget, RunProgress(client, budget))
 

@@ -145,6 +145,10 @@ class MarketoAuth(OAuth2ClientCredentials):
         return self.token_expiry
 
 
+_ANSWER_TIME_WEIGHT = 0.05
+"""Weight of the newest call in `answer_s`: about the last 20 calls count."""
+
+
 class CallLimiter:
     """Keeps calls within a sliding window and caps the calls in flight.
 
@@ -270,6 +274,8 @@ class MarketoClient:
         """Calls sent per API path, retries included: what this client spent of the quota."""
         self.retries: Counter[str] = Counter()
         """Failed attempts per reason (a Marketo code, an HTTP status or a network error)."""
+        self.answer_s: Optional[float] = None
+        """How long Marketo takes to answer, lately: a moving mean over the last calls, waits for the rate limit left out."""
         self.admit: Callable[[str], None] = lambda path: None
         """Asked with the path before every attempt; raises to refuse the call (the daily call limit)."""
 
@@ -360,7 +366,13 @@ class MarketoClient:
                 )
         except _TRANSIENT_NETWORK_ERRORS as error:
             raise _Retry(type(error).__name__) from None
+        self._time_answer(response.elapsed.total_seconds())
         return self._read_answer(response, path)
+
+    def _time_answer(self, seconds: float) -> None:
+        with self._counts_lock:
+            last = self.answer_s
+            self.answer_s = seconds if last is None else last + _ANSWER_TIME_WEIGHT * (seconds - last)
 
     def _read_answer(self, response: requests.Response, path: str) -> Dict[str, Any]:
         if response.status_code == 429 or response.status_code >= 500:

@@ -119,13 +119,28 @@ def _str_list(value: Any, setting: str) -> Optional[List[str]]:
     return sorted(set(names))
 
 
+def parse_time_slices(enabled: Any, overlap_minutes: Any) -> Optional[timedelta]:
+    """The overlap of time slices, or None when `time_slices` is off."""
+    if not isinstance(enabled, bool):
+        raise MarketoConfigurationError(f"time_slices must be true or false (got {enabled!r}).")
+    overlap = _minutes(overlap_minutes, "time_slice_overlap_minutes")
+    if enabled and overlap is None:
+        raise MarketoConfigurationError(
+            "time_slice_overlap_minutes must be more than 0 with time_slices: it is how late an activity "
+            "may be committed and still be read. Leave it at its default, 60, unless you know better."
+        )
+    return overlap if enabled else None
+
+
 def _lookback(minutes: Any) -> Optional[timedelta]:
+    return _minutes(minutes, "lookback_minutes")
+
+
+def _minutes(minutes: Any, setting: str) -> Optional[timedelta]:
     try:
         value = float(minutes or 0)
     except (TypeError, ValueError):
         value = -1
     if value < 0:
-        raise MarketoConfigurationError(
-            f"lookback_minutes must be a number of minutes, 0 or more (got {minutes!r})."
-        )
+        raise MarketoConfigurationError(f"{setting} must be a number of minutes, 0 or more (got {minutes!r}).")
     return timedelta(minutes=value) if value else None

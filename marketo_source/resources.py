@@ -354,7 +354,7 @@ def _read_stream(
     report = StreamReport(
         stream,
         endpoint=chains[0].path if chains else None,
-        cursors=[cursor for chain in chains for cursor in chain.cursors],
+        cursors=list({id(cursor): cursor for chain in chains for cursor in chain.owners or ()}.values()),
         default_start=run.options.start,
         retention_gaps=len(retention_gaps),
     )
@@ -380,6 +380,7 @@ def _read_stream(
         yield []
     for table_name, rows in buffer.drain():
         yield from _rows(report, table_name, rows)
+    report.time_slices = stream_pages.slices_opened
     yield from finish_stream(run, report, stream_pages.stopped)
 
 

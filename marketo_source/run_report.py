@@ -18,7 +18,7 @@ from marketo_source import settings
 from marketo_source.budget import RunBudget, StopReason
 from marketo_source.client import MarketoClient
 from marketo_source.schema import parse_timestamp
-from marketo_source.streams import Cursor
+from marketo_source.streams import Cursor, earliest_position
 
 logger = logging.getLogger("marketo_source")
 
@@ -31,6 +31,7 @@ REPORT_COLUMNS: Dict[str, str] = {
     "rows_loaded": "bigint",
     "rows_set_aside": "bigint",
     "calls": "bigint",
+    "time_slices": "bigint",
     "position_from": "timestamp",
     "position_to": "timestamp",
     "newest_activity_at": "timestamp",
@@ -82,6 +83,8 @@ class StreamReport:
     pages: int = 0
     records: int = 0
     set_aside: int = 0
+    time_slices: int = 0
+    """Time slices opened (see the source's `time_slices`)."""
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     position_from: Optional[datetime] = None
 
@@ -104,6 +107,7 @@ class StreamReport:
             "rows_loaded": self.records - self.set_aside,
             "rows_set_aside": self.set_aside,
             "calls": client.calls[self.endpoint] if self.endpoint else 0,
+            "time_slices": self.time_slices,
             "position_from": self.position_from,
             "position_to": _complete_until(self.cursors, self.default_start),
             "newest_activity_at": _newest_activity(self.cursors),
@@ -128,7 +132,7 @@ class StreamReport:
 
 def _complete_until(cursors: Sequence[Cursor], default_start: Optional[datetime]) -> Optional[datetime]:
     """Where the stream is complete up to: the least advanced of its cursors."""
-    positions = [parse_timestamp(c["position_at"]) if c.get("position_at") else default_start for c in cursors]
+    positions = [earliest_position(c, default_start) or default_start for c in cursors]
     known = [p for p in positions if p is not None]
     return min(known) if known and len(known) == len(positions) else None
 

@@ -5,6 +5,13 @@ the last `nextPageToken` and the newest activityDate seen. A *chain* is one sequ
 calls: cursors that share a position and the same filters are read together, at most 10 types
 per call. Chains run concurrently up to the client's concurrency; within a chain pages follow
 each other, because each page's token comes from the one before.
+
+With `time_slices`, a long chain whose calls are slow hands the later half of its remaining time
+range to a new chain, a *slice*, that starts from a date token and runs alongside it. Tokens keep
+their start date as a filter, so a slice never sees activities dated before its start: the earlier
+chain keeps every activity dated before that start, and reads on until its first activity dated
+`overlap` after it, so that activities Marketo commits up to `overlap` late are still read once.
+A slice's position is saved in its cursors' "slices" until it is done.
 """
 
 import logging
@@ -15,7 +22,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import AbstractSet, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from marketo_source import settings
 from marketo_source.client import MarketoClient
@@ -27,7 +34,10 @@ logger = logging.getLogger("marketo_source")
 
 Cursor = Dict[str, Any]
 """A saved position in dlt state: "token" (the last nextPageToken), "newest" (the newest
-activityDate read) and "position_at" (the time the position stands at), datetimes in ISO 8601."""
+activityDate read), "position_at" (the time the position stands at) and, once time slices split
+its range, "since" (where a fresh token starts) and "slices" (the unfinished earlier slices, in
+order, each with "token", "since", "newest", "position_at", "keep_before" and "stop_at");
+datetimes in ISO 8601."""
 
 
 class PagingTokens:
@@ -59,28 +69,48 @@ class PagingTokens:
 class Chain:
     """One sequence of page calls and the cursors it advances.
 
-    The fetching side (`token`, `start`, `fetched_newest`) runs ahead of the consuming side
-    (`newest` and the cursors), which moves only when a page's rows are handed to dlt.
+    The fetching side (`token`, `start`, `fetched_newest`, the bounds) runs ahead of the consuming
+    side (`newest` and the cursors), which moves only when a page's rows are handed to dlt.
     """
 
     path: str
     params: Dict[str, str]
     cursors: List[Cursor]
+    """What the chain's pages advance: its types' cursors, or for a slice their entries in "slices"."""
     start: datetime
-    """Where a fresh token starts: the first run's start, or the lookback's restart."""
+    """Where a fresh token starts: the first run's start, a slice's start, or the lookback's restart."""
     token: Optional[str] = None
     """The token of the next page to fetch."""
+    owners: Optional[List[Cursor]] = None
+    """The chain's types' cursors (default: `cursors`)."""
+    keep_before: Optional[datetime] = None
+    """A slice keeps only the activities dated before this; the next slice reads the others."""
+    stop_at: Optional[datetime] = None
+    """A slice ends at its first activity dated at or after this."""
     token_is_fresh: bool = False
     newest: Optional[datetime] = None
     """The newest activityDate handed on, as the cursors record it."""
     fetched_newest: Optional[datetime] = None
     """The newest activityDate fetched, where a refused token falls back to."""
+    first_date: Optional[datetime] = None
+    """The newest activityDate of the first page with activities: where its progress is measured from."""
+    pages_since_first: int = 0
 
     def __post_init__(self) -> None:
+        if self.owners is None:
+            self.owners = self.cursors
         self.newest = self.fetched_newest = _max_newest(self.cursors)
+
+    @property
+    def is_slice(self) -> bool:
+        """Whether the chain reads a slice that another chain continues after."""
+        return self.cursors is not self.owners
 
     def advance(self, page: "Page") -> None:
         """Moves the cursors past `page`, once its rows are handed on."""
+        if self.is_slice and not page.more:
+            self._remove_slice()
+            return
         self.newest = _later(self.newest, page.newest)
         # A chain at its end stands at "now"; in the middle, near the newest activity it read.
         position = datetime.now(timezone.utc) if not page.more else self.newest
@@ -90,6 +120,78 @@ class Chain:
                 cursor["newest"] = self.newest.isoformat()
             if position is not None:
                 cursor["position_at"] = position.isoformat()
+
+    def bound(self, page: "Page") -> None:
+        """Keeps only the activities of this slice, and ends it past its overlap."""
+        if self.keep_before is None:
+            return
+        kept = [record for record in page.records if not _dated_at_or_after(record, self.keep_before)]
+        if self.stop_at is not None and any(_dated_at_or_after(record, self.stop_at) for record in page.records):
+            page.more = False
+        if len(kept) < len(page.records):
+            page.records, page.newest = kept, _newest(kept)
+
+    def remaining_pages(self, end: datetime) -> float:
+        """Pages still to fetch until `end`, at the pace of the pages fetched so far."""
+        if self.first_date is None or self.fetched_newest is None or self.pages_since_first < 2:
+            return 0.0
+        covered = (self.fetched_newest - self.first_date).total_seconds()
+        left = (end - self.fetched_newest).total_seconds()
+        return self.pages_since_first * left / covered if covered > 0 and left > 0 else 0.0
+
+    def _remove_slice(self) -> None:
+        assert self.owners is not None
+        for owner, entry in zip(self.owners, self.cursors):
+            owner["slices"] = [other for other in owner.get("slices", ()) if other is not entry]
+            if not owner["slices"]:
+                del owner["slices"]
+
+
+@dataclass
+class SliceSplit:
+    """Stands in a stream's queue where `chain` handed its range from `at` on to `slice`.
+
+    Applied when the consumer reaches it, after the chain's pages fetched before the split and
+    before any page bounded by it, so that the cursors always describe what was handed on.
+    """
+
+    chain: Chain
+    slice: Chain
+    at: datetime
+    stop_at: datetime
+
+    def apply(self) -> None:
+        chain, new = self.chain, self.slice
+        assert chain.owners is not None
+        if chain.is_slice:
+            new.cursors = [
+                _insert_slice(owner, after=entry, entry={"keep_before": entry.get("keep_before"),
+                                                         "stop_at": entry.get("stop_at")})
+                for owner, entry in zip(chain.owners, chain.cursors)
+            ]
+        else:  # the chain read the latest range: its entries move into "slices", the new slice takes its place
+            chain.cursors = [
+                _insert_slice(owner, after=None, entry={k: owner.get(k) for k in _POSITION_KEYS})
+                for owner in chain.owners
+            ]
+            for owner in chain.owners:
+                owner.pop("token", None)
+            new.cursors = chain.owners
+        for entry in new.cursors:
+            entry["since"] = self.at.isoformat()
+        for entry in chain.cursors:
+            entry["keep_before"], entry["stop_at"] = self.at.isoformat(), self.stop_at.isoformat()
+
+
+_POSITION_KEYS = ("token", "since", "newest", "position_at")
+
+
+def _insert_slice(owner: Cursor, after: Optional[Cursor], entry: Cursor) -> Cursor:
+    """Puts `entry` into the owner's slices, right after `after` (None: last)."""
+    slices = owner.setdefault("slices", [])
+    index = len(slices) if after is None else next(n for n, other in enumerate(slices) if other is after) + 1
+    slices.insert(index, entry)
+    return entry
 
 
 @dataclass
@@ -127,13 +229,29 @@ def chains_for_cursors(
     """
     by_position: Dict[Any, List[str]] = {}
     for key, cursor in cursors.items():
-        by_position.setdefault(_position(cursor, start, lookback), []).append(key)
+        by_position.setdefault((_position(cursor, start, lookback), _slices_key(cursor)), []).append(key)
     size = settings.MAX_TYPES_PER_CALL if group_param else max(1, len(cursors))
     chains = []
-    for (token, chain_start), keys in by_position.items():
+    for ((token, chain_start), _), keys in by_position.items():
         for group in groups_of(keys, size, heavy):
             chain_params = {**params, group_param: ",".join(group)} if group_param else dict(params)
-            chains.append(Chain(path, chain_params, [cursors[k] for k in group], chain_start, token))
+            owners = [cursors[k] for k in group]
+            chains += _slice_chains(path, chain_params, owners, start)
+            chains.append(Chain(path, chain_params, owners, chain_start, token))
+    return chains
+
+
+def _slice_chains(path: str, params: Dict[str, str], owners: List[Cursor], start: datetime) -> List[Chain]:
+    """The chains of the unfinished slices these cursors share."""
+    chains = []
+    for entries in zip(*(owner.get("slices", ()) for owner in owners)):
+        entry = entries[0]
+        chains.append(
+            Chain(
+                path, params, list(entries), _since(entry, start), entry.get("token"), owners=owners,
+                keep_before=parse_timestamp(entry["keep_before"]), stop_at=parse_timestamp(entry["stop_at"]),
+            )
+        )
     return chains
 
 
@@ -160,7 +278,18 @@ def groups_of(keys: Sequence[str], size: int, heavy: AbstractSet[str] = frozense
 def _position(cursor: Cursor, start: datetime, lookback: Optional[timedelta]) -> Any:
     if lookback and cursor.get("newest"):
         return None, parse_timestamp(cursor["newest"]) - lookback
-    return cursor.get("token"), start
+    return cursor.get("token"), _since(cursor, start)
+
+
+def _since(cursor: Cursor, start: datetime) -> datetime:
+    return parse_timestamp(cursor["since"]) if cursor.get("since") else start
+
+
+def _slices_key(cursor: Cursor) -> Tuple[Any, ...]:
+    return tuple(
+        (entry.get("token"), entry.get("since"), entry.get("keep_before"), entry.get("stop_at"))
+        for entry in cursor.get("slices", ())
+    )
 
 
 def fetch_page(client: MarketoClient, tokens: PagingTokens, chain: Chain) -> Page:
@@ -185,6 +314,10 @@ def fetch_page(client: MarketoClient, tokens: PagingTokens, chain: Chain) -> Pag
     page = Page(chain, records, answer["nextPageToken"], bool(answer.get("moreResult")), _newest(records))
     chain.token, chain.token_is_fresh = page.next_token, False
     chain.fetched_newest = _later(chain.fetched_newest, page.newest)
+    if chain.first_date is None:
+        chain.first_date = page.newest
+    else:
+        chain.pages_since_first += 1
     return page
 
 
@@ -208,16 +341,30 @@ class PageScheduler:
     Cursors move only when the consumer takes a page, so state never runs ahead of the rows
     handed to dlt. A budget reached, the daily quota used up or a transient failure past its
     retries stops every stream cleanly; `stopped` says why.
+
+    With `slice_overlap`, while the chains cannot make calls as fast as the rate limit allows
+    (each waits for its answer before its next call) and the consumers keep up, the chain with
+    the most time left hands half of its range to a new slice.
     """
 
     def __init__(
-        self, client: MarketoClient, tokens: PagingTokens, max_workers: int, budget: RunBudget, max_waiting_pages: int
+        self,
+        client: MarketoClient,
+        tokens: PagingTokens,
+        max_workers: int,
+        budget: RunBudget,
+        max_waiting_pages: int,
+        slice_overlap: Optional[timedelta] = None,
     ) -> None:
         self._client = client
         self._tokens = tokens
         self._max_workers = max(1, max_workers)
         self._budget = budget
         self._max_waiting = max_waiting_pages
+        self._slice_overlap = slice_overlap
+        self._started_at = datetime.now(timezone.utc)
+        self._frontier: Optional[datetime] = None
+        """The newest activityDate any chain fetched: every stream reads the same log, so it reaches that far."""
         self._lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
         self._open: List["StreamPages"] = []
@@ -227,12 +374,13 @@ class PageScheduler:
 
     def pages(self, chains: Sequence[Chain]) -> "StreamPages":
         """Starts fetching a stream's chains; iterate the result to consume its pages."""
-        stream = StreamPages(self, len(chains))
+        stream = StreamPages(self)
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="marketo")
             self._open.append(stream)
             for chain in chains:
+                stream.live.append(chain)
                 self._continue(stream, chain)
         return stream
 
@@ -240,8 +388,7 @@ class PageScheduler:
         """Starts the chain's next call, or ends the chain; called with the lock held."""
         self.stopped = self.stopped or self._budget.spent(self._client.calls_made())
         if self.stopped is not None or stream.failure is not None:
-            stream.chains_running -= 1
-            stream.wake()
+            self._end(stream, chain)
         elif stream.waiting() >= self._max_waiting:
             stream.parked.append(chain)
         else:
@@ -249,6 +396,10 @@ class PageScheduler:
             # Counted when the call starts, so that prefetching cannot carry a run past max_pages.
             self._budget.pages += 1
             self._pool.submit(self._fetch, stream, chain)
+
+    def _end(self, stream: "StreamPages", chain: Chain) -> None:
+        stream.live.remove(chain)
+        stream.wake()
 
     def _fetch(self, stream: "StreamPages", chain: Chain) -> None:
         try:
@@ -260,17 +411,58 @@ class PageScheduler:
                     stream.failure = stream.failure or error
                 else:
                     self.stopped = self.stopped or reason
-                stream.chains_running -= 1
-            stream.wake()
+                self._end(stream, chain)
             return
-        stream.put(page)
-        stream.wake()
         with self._lock:
+            self._frontier = _later(self._frontier, chain.fetched_newest)
+            chain.bound(page)  # under the lock: a split changes the bounds of pages after it
+            stream.put(page)
             if page.more:
                 self._continue(stream, chain)
             else:
-                stream.chains_running -= 1
+                self._end(stream, chain)
+            self._split_if_worthwhile()  # after _end: a chain past its last page is no candidate
         stream.wake()
+
+    def _split_if_worthwhile(self) -> None:
+        """Opens a time slice when a chain has long to go and nothing else holds the run back."""
+        overlap = self._slice_overlap
+        if overlap is None or self.stopped is not None:
+            return
+        live = sum(len(stream.live) for stream in self._open)
+        answer_s = self._client.answer_s
+        if live >= self._max_workers or not answer_s:
+            return
+        limiter = self._client.limiter
+        if live / answer_s >= settings.SLICE_PACE_HEADROOM * limiter.calls / limiter.period_s:
+            return  # the chains, one call in flight each, can already call as fast as the limit allows
+        if any(stream.parked or stream.waiting() > 1 for stream in self._open):
+            return  # the consumers are the bottleneck: more chains would not help
+        choices = [(self._pages_left(chain), stream, chain) for stream in self._open for chain in stream.live]
+        pages, stream, chain = max(choices, key=lambda choice: choice[0], default=(0.0, None, None))
+        if stream is None or pages < settings.SLICE_MIN_PAGES or pages * answer_s < settings.SLICE_MIN_SECONDS:
+            return
+        assert chain is not None and chain.fetched_newest is not None and self._frontier is not None
+        at = chain.fetched_newest + ((chain.keep_before or self._started_at) - chain.fetched_newest) / 2
+        if chain.keep_before is None:
+            # The new slice reads on into later runs with its start as the token's date filter: it
+            # starts where the log is known to reach, and an overlap before this run began.
+            at = min(at, self._frontier, self._started_at - overlap)
+        at = at.replace(microsecond=0)
+        if at - chain.fetched_newest < settings.SLICE_MIN_SPAN_PER_OVERLAP * overlap:
+            return
+        new = Chain(chain.path, chain.params, [], at, owners=chain.owners, keep_before=chain.keep_before,
+                    stop_at=chain.stop_at)
+        chain.keep_before, chain.stop_at = at, at + overlap
+        stream.put(SliceSplit(chain, new, at, at + overlap))
+        stream.slices_opened += 1
+        logger.info("%s: reading from %s on in a new time slice, alongside the chain before it", chain.path,
+                    at.isoformat())
+        stream.live.append(new)
+        self._continue(stream, new)
+
+    def _pages_left(self, chain: Chain) -> float:
+        return chain.remaining_pages(chain.keep_before or self._started_at)
 
     def taken(self, stream: "StreamPages") -> None:
         """Restarts the chains that waited for room once the consumer took a page."""
@@ -281,7 +473,7 @@ class PageScheduler:
     def finished(self, stream: "StreamPages") -> bool:
         """Whether the stream has nothing left to give."""
         with self._lock:
-            return stream.chains_running == 0 and not stream.parked and stream.waiting() == 0
+            return not stream.live and stream.waiting() == 0
 
     def pages_waiting_anywhere(self) -> bool:
         """Whether any stream holds a page its consumer has not taken."""
@@ -307,19 +499,21 @@ class StreamPages:
 
     POLL_S = 0.05
 
-    def __init__(self, scheduler: PageScheduler, chains: int) -> None:
+    def __init__(self, scheduler: PageScheduler) -> None:
         self._scheduler = scheduler
-        self._ready: "queue.Queue[Page]" = queue.Queue()
-        self.chains_running = chains
+        self._ready: "queue.Queue[Union[Page, SliceSplit]]" = queue.Queue()
+        self.live: List[Chain] = []
+        """Chains not yet ended: fetching, waiting for room, or parked."""
         self.parked: List[Chain] = []
         self.failure: Optional[BaseException] = None
+        self.slices_opened = 0
 
     @property
     def stopped(self) -> Optional[StopReason]:
         return self._scheduler.stopped
 
-    def put(self, page: Page) -> None:
-        self._ready.put(page)
+    def put(self, item: Union[Page, SliceSplit]) -> None:
+        self._ready.put(item)
 
     def waiting(self) -> int:
         return self._ready.qsize()
@@ -331,7 +525,7 @@ class StreamPages:
         try:
             while True:
                 try:
-                    page = self._ready.get_nowait()
+                    item = self._ready.get_nowait()
                 except queue.Empty:
                     if self._scheduler.finished(self):
                         break
@@ -340,9 +534,12 @@ class StreamPages:
                         self._scheduler.page_arrived.clear()
                     yield None
                     continue
-                page.chain.advance(page)
                 self._scheduler.taken(self)
-                yield page
+                if isinstance(item, SliceSplit):
+                    item.apply()
+                    continue
+                item.chain.advance(item)
+                yield item
         finally:
             self._scheduler.close(self)
         if self.failure is not None:
@@ -358,14 +555,36 @@ def retention_gap(
     """
     if retention_days is None:
         return None
-    if cursor.get("position_at"):
-        position = parse_timestamp(cursor["position_at"])
-    elif cursor.get("token"):
+    position = earliest_position(cursor, start)
+    if position is None:
         return None  # a position without its time: nothing to judge it by
-    else:
-        position = start
     horizon = now - timedelta(days=retention_days)
     return (position, horizon) if position < horizon else None
+
+
+def earliest_position(cursor: Cursor, start: Optional[datetime]) -> Optional[datetime]:
+    """The time the cursor's least advanced part (itself or an unfinished slice) stands at.
+
+    A part without a token starts at its "since" or at `start`; None when a part has a token
+    but no time.
+    """
+    positions = []
+    for part in (cursor, *cursor.get("slices", ())):
+        if part.get("position_at"):
+            positions.append(parse_timestamp(part["position_at"]))
+        elif part.get("token"):
+            return None
+        else:
+            positions.append(parse_timestamp(part["since"]) if part.get("since") else start)
+    known = [p for p in positions if p is not None]
+    return min(known) if len(known) == len(positions) else None
+
+
+def _dated_at_or_after(record: Dict[str, Any], moment: datetime) -> bool:
+    try:
+        return parse_timestamp(record.get("activityDate")) >= moment
+    except (TypeError, ValueError):
+        return False  # no date to place it by: the slice that read it keeps it
 
 
 def _newest(records: Sequence[Dict[str, Any]]) -> Optional[datetime]:

@@ -51,7 +51,8 @@ def run_pipeline(config: Dict[str, Any]) -> Dict[str, Any]:
 
     Args:
         config: base_url, client_id, client_secret, start_date, rate_limit_calls,
-            rate_limit_period_s, max_concurrency, workdir and, optionally, activity_type_ids.
+            rate_limit_period_s, max_concurrency, workdir and, optionally, activity_type_ids and
+            time_slices.
 
     Returns:
         Seconds and CPU seconds per step, rows per table, activity rows, the source's calls per path,
@@ -67,7 +68,7 @@ def run_pipeline(config: Dict[str, Any]) -> Dict[str, Any]:
         base_url=config["base_url"], client_id=config["client_id"], client_secret=config["client_secret"],
         start_date=config["start_date"], rate_limit_calls=config["rate_limit_calls"],
         rate_limit_period_s=config["rate_limit_period_s"], max_concurrency=config["max_concurrency"],
-        activity_type_ids=config.get("activity_type_ids"),
+        activity_type_ids=config.get("activity_type_ids"), time_slices=config.get("time_slices", False),
     )
     pipeline = dlt.pipeline(pipeline_name="marketo_bench", pipelines_dir=str(workdir / "pipelines"),
                             destination=duckdb_destination(str(workdir / "bench.duckdb"), **_memory_limit()),
@@ -76,13 +77,14 @@ def run_pipeline(config: Dict[str, Any]) -> Dict[str, Any]:
     per_step = step_peaks.pop("per_step")
     row_counts = dict(pipeline.last_trace.last_normalize_info.row_counts)
     state = pipeline.state.get("sources", {}).get("marketo", {})
-    stops = {name: r["last_run"]["stopped"] for name, r in state.get("resources", {}).items()
-             if r.get("last_run", {}).get("stopped")}
+    last_runs = {name: r["last_run"] for name, r in state.get("resources", {}).items() if "last_run" in r}
+    stops = {name: run["stopped"] for name, run in last_runs.items() if run["stopped"]}
     return {
         **{f"{step}_s": value for step, value in seconds.items()}, "total_s": sum(seconds.values()),
         "cpu_s": cpu_seconds, "total_cpu_s": sum(cpu_seconds.values()),
         "rows": row_counts, "activity_rows": _activity_rows(row_counts),
         "calls": state.get("last_run_calls", {}), "stops": stops, "baseline_rss_mb": baseline_rss,
+        "time_slices": sum(run.get("time_slices") or 0 for run in last_runs.values()),
         "peak_rss_mb": max(step_peaks.values()) if per_step else step_peaks["load"],
         "step_peak_rss_mb": step_peaks if per_step else None,
     }
