@@ -58,7 +58,7 @@ def parse_read_options(
 def parse_start_date(value: Any) -> datetime:
     """Parses start_date (ISO 8601 date or datetime, UTC when no offset is given)."""
     if value is None or value == "":
-        return pendulum.now("UTC").subtract(days=DEFAULT_START_DAYS_AGO).start_of("day")
+        return _plain(pendulum.now("UTC").subtract(days=DEFAULT_START_DAYS_AGO).start_of("day"))
     try:
         parsed = value if isinstance(value, datetime) else pendulum.parse(str(value), tz="UTC")
     except (ValueError, TypeError, pendulum.parsing.exceptions.ParserError):
@@ -76,7 +76,12 @@ def parse_start_date(value: Any) -> datetime:
             f"start_date {value!r} lies in the future. Set sources.marketo.start_date to the "
             "earliest activity date the first run should read."
         )
-    return parsed.astimezone(timezone.utc)
+    return _plain(parsed)
+
+
+def _plain(moment: datetime) -> datetime:
+    """The moment as Python's own aware UTC datetime: pendulum's lose their offset in some arithmetic."""
+    return datetime.fromisoformat(moment.astimezone(timezone.utc).isoformat())
 
 
 def _int_list(value: Any, setting: str) -> Optional[List[int]]:

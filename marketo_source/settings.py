@@ -108,15 +108,13 @@ FLUSH_ROWS = 10_000
 MAX_WAITING_PAGES = 8
 """Pages a stream may hold ahead of its consumer; past that its chains wait, which bounds memory."""
 
+PAGING_TOKEN_SHARED_S = 600
+"""How long a run shares one Get Paging Token answer among the chains starting at its datetime."""
 DEFAULT_TIME_SLICE_OVERLAP_MINUTES = 60.0
-SLICE_PACE_HEADROOM = 1.25
-"""Slices open while the chains' pace (one call in flight each) stays under this many times the
-allowed rate: a little above it, so that chains slowed by their consumers or ending still leave
-enough to fill the rate."""
 SLICE_MIN_PAGES = 20
 """A chain opens a time slice only with at least this many pages to go: the slice's paging token
 and the overlap it reads cost about two calls."""
-SLICE_MIN_SECONDS = 2.0
+SLICE_MIN_SECONDS = 4.0
 """... and at least this many seconds of calls to go, at the pace of its calls so far."""
 SLICE_MIN_SPAN_PER_OVERLAP = 5
 """... and, before the new slice's start, a time range at least this many times the overlap,

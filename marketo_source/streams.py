@@ -9,8 +9,8 @@ each other, because each page's token comes from the one before.
 With `time_slices`, a long chain whose calls are slow hands the later half of its remaining time
 range to a new chain, a *slice*, that starts from a date token and runs alongside it. Tokens keep
 their start date as a filter, so a slice never sees activities dated before its start: the earlier
-chain keeps every activity dated before that start, and reads on until its first activity dated
-`overlap` after it, so that activities Marketo commits up to `overlap` late are still read once.
+chain keeps every activity dated before that start, and reads on until a page lies wholly
+`overlap` past it, so that activities Marketo commits up to `overlap` late are still read once.
 A slice's position is saved in its cursors' "slices" until it is done.
 """
 
@@ -19,6 +19,7 @@ import math
 import queue
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -49,20 +50,23 @@ class PagingTokens:
 
     def __init__(self, client: MarketoClient) -> None:
         self._client = client
-        self._tokens: Dict[str, str] = {}
+        self._tokens: Dict[str, Tuple[str, float]] = {}
         self._lock = threading.Lock()
 
     def since(self, moment: datetime) -> str:
         key = moment.isoformat()
         with self._lock:
-            if key not in self._tokens:
+            token, asked_at = self._tokens.get(key, (None, 0.0))
+            # Shared while fresh: Marketo does not say when a token expires.
+            if token is None or time.monotonic() - asked_at > settings.PAGING_TOKEN_SHARED_S:
                 answer = self._client.get(
                     settings.PAGING_TOKEN_PATH,
                     {"sinceDatetime": key},
                     timeout=self._client.paging_token_timeout_s,
                 )
-                self._tokens[key] = answer["nextPageToken"]
-            return self._tokens[key]
+                token, asked_at = answer["nextPageToken"], time.monotonic()
+                self._tokens[key] = token, asked_at
+            return token
 
 
 @dataclass
@@ -95,6 +99,8 @@ class Chain:
     first_date: Optional[datetime] = None
     """The newest activityDate of the first page with activities: where its progress is measured from."""
     pages_since_first: int = 0
+    expected_pages: float = 0.0
+    """A new slice's pages, as its chain expected them, until its own pace shows."""
 
     def __post_init__(self) -> None:
         if self.owners is None:
@@ -122,22 +128,44 @@ class Chain:
                 cursor["position_at"] = position.isoformat()
 
     def bound(self, page: "Page") -> None:
-        """Keeps only the activities of this slice, and ends it past its overlap."""
+        """Keeps only the activities of this slice, and ends it once a whole page lies past its overlap.
+
+        A record without a readable activityDate stays: the next slice may read it too, and merge
+        on marketo_guid keeps one. A single activity dated in the future does not end the slice.
+        """
         if self.keep_before is None:
             return
-        kept = [record for record in page.records if not _dated_at_or_after(record, self.keep_before)]
-        if self.stop_at is not None and any(_dated_at_or_after(record, self.stop_at) for record in page.records):
+        dates = [_activity_date(record) for record in page.records]
+        known = [date for date in dates if date is not None]
+        if self.stop_at is not None and known and min(known) >= self.stop_at:
             page.more = False
+        kept = [record for record, date in zip(page.records, dates) if date is None or date < self.keep_before]
         if len(kept) < len(page.records):
             page.records, page.newest = kept, _newest(kept)
 
-    def remaining_pages(self, end: datetime) -> float:
-        """Pages still to fetch until `end`, at the pace of the pages fetched so far."""
-        if self.first_date is None or self.fetched_newest is None or self.pages_since_first < 2:
+    def pages_left(self, end: datetime) -> float:
+        """Pages still to fetch until `end`, at the pace of the pages fetched so far.
+
+        Without that pace, what the chain that opened this slice expected of its range (0 for a
+        chain that has found no activities yet: sparse types, whose calls each scan one stretch
+        of Marketo's log, whatever they find).
+        """
+        if not self.paced():
+            return self.expected_pages
+        assert self.fetched_newest is not None
+        return max(0.0, (end - self.fetched_newest).total_seconds() * self.pace())
+
+    def pace(self) -> float:
+        """Pages per second of log (activityDate) fetched so far; 0 without a pace."""
+        if not self.paced():
             return 0.0
+        assert self.first_date is not None and self.fetched_newest is not None
         covered = (self.fetched_newest - self.first_date).total_seconds()
-        left = (end - self.fetched_newest).total_seconds()
-        return self.pages_since_first * left / covered if covered > 0 and left > 0 else 0.0
+        return self.pages_since_first / covered if covered > 0 else 0.0
+
+    def paced(self) -> bool:
+        """Whether the chain has read far enough to tell how many pages its time range takes."""
+        return self.first_date is not None and self.fetched_newest is not None and self.pages_since_first >= 2
 
     def _remove_slice(self) -> None:
         assert self.owners is not None
@@ -308,7 +336,9 @@ def fetch_page(client: MarketoClient, tokens: PagingTokens, chain: Chain) -> Pag
             "again are merged on marketo_guid.",
             chain.path, error, chain.fetched_newest or chain.start,
         )
-        chain.token, chain.start = None, chain.fetched_newest or chain.start
+        restart = chain.fetched_newest or chain.start
+        # A slice has read past its bound into the overlap: what it keeps lies before the bound.
+        chain.token, chain.start = None, min(restart, chain.keep_before) if chain.keep_before else restart
         return fetch_page(client, tokens, chain)
     records = answer.get("result") or []
     page = Page(chain, records, answer["nextPageToken"], bool(answer.get("moreResult")), _newest(records))
@@ -342,9 +372,8 @@ class PageScheduler:
     handed to dlt. A budget reached, the daily quota used up or a transient failure past its
     retries stops every stream cleanly; `stopped` says why.
 
-    With `slice_overlap`, while the chains cannot make calls as fast as the rate limit allows
-    (each waits for its answer before its next call) and the consumers keep up, the chain with
-    the most time left hands half of its range to a new slice.
+    With `slice_overlap`, a chain that would outlast the rest of the run hands half of its range
+    to a new slice (see `_split_if_worthwhile`).
     """
 
     def __init__(
@@ -363,8 +392,6 @@ class PageScheduler:
         self._max_waiting = max_waiting_pages
         self._slice_overlap = slice_overlap
         self._started_at = datetime.now(timezone.utc)
-        self._frontier: Optional[datetime] = None
-        """The newest activityDate any chain fetched: every stream reads the same log, so it reaches that far."""
         self._lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
         self._open: List["StreamPages"] = []
@@ -414,55 +441,75 @@ class PageScheduler:
                 self._end(stream, chain)
             return
         with self._lock:
-            self._frontier = _later(self._frontier, chain.fetched_newest)
-            chain.bound(page)  # under the lock: a split changes the bounds of pages after it
-            stream.put(page)
-            if page.more:
-                self._continue(stream, chain)
-            else:
-                self._end(stream, chain)
-            self._split_if_worthwhile()  # after _end: a chain past its last page is no candidate
+            try:
+                chain.bound(page)  # under the lock: a split changes the bounds of pages after it
+                stream.put(page)
+                if page.more:
+                    self._continue(stream, chain)
+                else:
+                    self._end(stream, chain)
+                self._split_if_worthwhile()  # after _end: a chain past its last page is no candidate
+            except Exception as error:  # a bug of ours: the pool would drop it, and the stream wait forever
+                stream.failure = stream.failure or error
+                if chain in stream.live:
+                    self._end(stream, chain)
         stream.wake()
 
     def _split_if_worthwhile(self) -> None:
-        """Opens a time slice when a chain has long to go and nothing else holds the run back."""
-        overlap = self._slice_overlap
-        if overlap is None or self.stopped is not None:
+        """Opens a time slice when one chain would outlast the rest of the run at the allowed rate.
+
+        The run cannot end before its remaining calls fit in the rate limit; a chain whose own
+        calls, one after another, take longer than that holds the run back, and half of its
+        range goes to a new slice. Shorter chains are left whole: slicing them costs calls and
+        saves no time.
+        """
+        overlap, answer_s = self._slice_overlap, self._client.answer_s
+        if overlap is None or self.stopped is not None or not answer_s:
             return
-        live = sum(len(stream.live) for stream in self._open)
-        answer_s = self._client.answer_s
-        if live >= self._max_workers or not answer_s:
-            return
+        live = [(stream, chain) for stream in self._open for chain in stream.live]
+        if len(live) >= self._max_workers or any(stream.parked or stream.waiting() > 1 for stream in self._open):
+            return  # no room for a call more, or the consumers are the bottleneck
+        left = {id(chain): chain.pages_left(self._range_end(chain)) for _, chain in live}
         limiter = self._client.limiter
-        if live / answer_s >= settings.SLICE_PACE_HEADROOM * limiter.calls / limiter.period_s:
-            return  # the chains, one call in flight each, can already call as fast as the limit allows
-        if any(stream.parked or stream.waiting() > 1 for stream in self._open):
-            return  # the consumers are the bottleneck: more chains would not help
-        choices = [(self._pages_left(chain), stream, chain) for stream in self._open for chain in stream.live]
-        pages, stream, chain = max(choices, key=lambda choice: choice[0], default=(0.0, None, None))
-        if stream is None or pages < settings.SLICE_MIN_PAGES or pages * answer_s < settings.SLICE_MIN_SECONDS:
-            return
-        assert chain is not None and chain.fetched_newest is not None and self._frontier is not None
-        at = chain.fetched_newest + ((chain.keep_before or self._started_at) - chain.fetched_newest) / 2
+        run_s = sum(left.values()) * limiter.period_s / limiter.calls
+        for stream, chain in sorted(live, key=lambda item: -left[id(item[1])]):
+            pages = left[id(chain)]
+            if pages < settings.SLICE_MIN_PAGES or pages * answer_s < max(settings.SLICE_MIN_SECONDS, run_s):
+                return
+            if not chain.paced():
+                continue  # split a new slice once its own pace shows where its range lies
+            at = self._slice_start(chain, overlap)
+            if at is not None:
+                self._open_slice(stream, chain, at, overlap, pages)
+                return
+
+    def _range_end(self, chain: Chain) -> datetime:
+        """Where the chain's range ends: its slice's bound, or for the latest range this run's start."""
+        return chain.keep_before or self._started_at
+
+    def _slice_start(self, chain: Chain, overlap: timedelta) -> Optional[datetime]:
+        """Where a new slice would take over the chain's range, or None if too near the chain's position."""
+        assert chain.fetched_newest is not None
+        position = chain.fetched_newest
+        at = position + (self._range_end(chain) - position) / 2
         if chain.keep_before is None:
-            # The new slice reads on into later runs with its start as the token's date filter: it
-            # starts where the log is known to reach, and an overlap before this run began.
-            at = min(at, self._frontier, self._started_at - overlap)
+            # The new slice reads on into later runs with its start as the token's date filter: an
+            # activity dated before it and committed after this run began is `overlap` late or more.
+            at = min(at, self._started_at - overlap)
         at = at.replace(microsecond=0)
-        if at - chain.fetched_newest < settings.SLICE_MIN_SPAN_PER_OVERLAP * overlap:
-            return
+        return at if at - position >= settings.SLICE_MIN_SPAN_PER_OVERLAP * overlap else None
+
+    def _open_slice(self, stream: "StreamPages", chain: Chain, at: datetime, overlap: timedelta, pages: float) -> None:
         new = Chain(chain.path, chain.params, [], at, owners=chain.owners, keep_before=chain.keep_before,
                     stop_at=chain.stop_at)
         chain.keep_before, chain.stop_at = at, at + overlap
+        new.expected_pages = pages / 2
         stream.put(SliceSplit(chain, new, at, at + overlap))
         stream.slices_opened += 1
-        logger.info("%s: reading from %s on in a new time slice, alongside the chain before it", chain.path,
-                    at.isoformat())
+        logger.info("%s: reading from %s on in a new time slice, alongside the chain before it (%.0f pages to go)",
+                    chain.path, at.isoformat(), pages)
         stream.live.append(new)
         self._continue(stream, new)
-
-    def _pages_left(self, chain: Chain) -> float:
-        return chain.remaining_pages(chain.keep_before or self._started_at)
 
     def taken(self, stream: "StreamPages") -> None:
         """Restarts the chains that waited for room once the consumer took a page."""
@@ -565,26 +612,26 @@ def retention_gap(
 def earliest_position(cursor: Cursor, start: Optional[datetime]) -> Optional[datetime]:
     """The time the cursor's least advanced part (itself or an unfinished slice) stands at.
 
-    A part without a token starts at its "since" or at `start`; None when a part has a token
-    but no time.
+    A part without a token stands at its "since" or at `start`; a slice with a token but no time
+    yet (its pages were all empty) at least at its "since". None when no part tells.
     """
     positions = []
     for part in (cursor, *cursor.get("slices", ())):
         if part.get("position_at"):
             positions.append(parse_timestamp(part["position_at"]))
-        elif part.get("token"):
-            return None
-        else:
-            positions.append(parse_timestamp(part["since"]) if part.get("since") else start)
+        elif part.get("since"):
+            positions.append(parse_timestamp(part["since"]))
+        elif not part.get("token"):
+            positions.append(start)
     known = [p for p in positions if p is not None]
-    return min(known) if len(known) == len(positions) else None
+    return min(known, default=None)
 
 
-def _dated_at_or_after(record: Dict[str, Any], moment: datetime) -> bool:
+def _activity_date(record: Dict[str, Any]) -> Optional[datetime]:
     try:
-        return parse_timestamp(record.get("activityDate")) >= moment
+        return parse_timestamp(record.get("activityDate"))
     except (TypeError, ValueError):
-        return False  # no date to place it by: the slice that read it keeps it
+        return None
 
 
 def _newest(records: Sequence[Dict[str, Any]]) -> Optional[datetime]:

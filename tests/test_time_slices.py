@@ -5,6 +5,7 @@ worth slicing lowered, so that small data opens many slices; the loaded tables m
 hold exactly the sandbox's ground truth, whether the runs finish or stop half way.
 """
 
+from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Iterator
 
 import pytest
@@ -19,9 +20,16 @@ SLICED = dict(time_slices=True, time_slice_overlap_minutes=30, max_concurrency=1
 
 @pytest.fixture
 def slow_sandbox() -> Iterator[MarketoSandbox]:
-    """12,000 activities over 20 days, scanned 200 log positions per call, 50 ms per answer: slow
-    enough that the calls, not the consumers, hold the runs back."""
-    data = DataSpec(seed=11, leads=120, activities=12_000, days=20, start_date="2026-10-01T00:00:00Z")
+    """12,000 activities over the 12 days up to now, scanned 200 log positions per call, 50 ms per
+    answer: slow enough that the calls, not the consumers, hold the runs back.
+
+    The log runs up to now, as a live instance's does: activities the sandbox adds later are dated
+    just after its newest, so a log that ended hours ago would make them hours-late commits, more
+    than time slices promise to catch.
+    """
+    span_start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=12)
+    data = DataSpec(seed=11, leads=120, activities=12_000, days=12,
+                    start_date=span_start.strftime("%Y-%m-%dT%H:%M:%SZ"))
     with MarketoSandbox(data=data, block_size=200, limits=Limits(calls_per_window=None, latency_s=0.05)) as sandbox:
         yield sandbox
 
