@@ -108,6 +108,9 @@ FLUSH_ROWS = 10_000
 MAX_WAITING_PAGES = 8
 """Pages a stream may hold ahead of its consumer; past that its chains wait, which bounds memory."""
 
+URGENT_SHARE_OF_RUN = 0.8
+"""A chain whose calls, one after another, take this share of what the run's remaining calls take
+at the allowed rate, or more, is one the run waits for: its calls go first when calls wait."""
 PAGING_TOKEN_SHARED_S = 600
 """How long a run shares one Get Paging Token answer among the chains starting at its datetime."""
 DEFAULT_TIME_SLICE_OVERLAP_MINUTES = 60.0

@@ -99,6 +99,9 @@ class Chain:
     first_date: Optional[datetime] = None
     """The newest activityDate of the first page with activities: where its progress is measured from."""
     pages_since_first: int = 0
+    pages_fetched: int = 0
+    urgent: bool = False
+    """Whether the run waits for this chain: its calls go first when the rate limit makes calls wait."""
     expected_pages: float = 0.0
     """A new slice's pages, as its chain expected them, until its own pace shows."""
 
@@ -162,6 +165,12 @@ class Chain:
         assert self.first_date is not None and self.fetched_newest is not None
         covered = (self.fetched_newest - self.first_date).total_seconds()
         return self.pages_since_first / covered if covered > 0 else 0.0
+
+    def blind(self) -> bool:
+        """Whether many pages found no activities to tell the chain's pace by: sparse types, whose
+        calls each scan one stretch of Marketo's log whatever they find. Such a chain cannot be
+        sliced well (a slice ends only past activities), so it goes first when calls wait."""
+        return not self.paced() and not self.expected_pages and self.pages_fetched >= settings.SLICE_MIN_PAGES
 
     def paced(self) -> bool:
         """Whether the chain has read far enough to tell how many pages its time range takes."""
@@ -325,7 +334,7 @@ def fetch_page(client: MarketoClient, tokens: PagingTokens, chain: Chain) -> Pag
     if chain.token is None:
         chain.token, chain.token_is_fresh = tokens.since(chain.start), True
     try:
-        answer = client.get(chain.path, {**chain.params, "nextPageToken": chain.token})
+        answer = client.get(chain.path, {**chain.params, "nextPageToken": chain.token}, urgent=chain.urgent)
     except MarketoRequestError as error:
         if error.code != "1003":
             raise
@@ -344,6 +353,7 @@ def fetch_page(client: MarketoClient, tokens: PagingTokens, chain: Chain) -> Pag
     page = Page(chain, records, answer["nextPageToken"], bool(answer.get("moreResult")), _newest(records))
     chain.token, chain.token_is_fresh = page.next_token, False
     chain.fetched_newest = _later(chain.fetched_newest, page.newest)
+    chain.pages_fetched += 1
     if chain.first_date is None:
         chain.first_date = page.newest
     else:
@@ -448,30 +458,46 @@ class PageScheduler:
                     self._continue(stream, chain)
                 else:
                     self._end(stream, chain)
-                self._split_if_worthwhile()  # after _end: a chain past its last page is no candidate
+                self._plan()  # after _end: a chain past its last page is no candidate
             except Exception as error:  # a bug of ours: the pool would drop it, and the stream wait forever
                 stream.failure = stream.failure or error
                 if chain in stream.live:
                     self._end(stream, chain)
         stream.wake()
 
-    def _split_if_worthwhile(self) -> None:
-        """Opens a time slice when one chain would outlast the rest of the run at the allowed rate.
+    def _plan(self) -> None:
+        """Marks the chains the run waits for as urgent, and opens a time slice if one is worth it.
 
-        The run cannot end before its remaining calls fit in the rate limit; a chain whose own
-        calls, one after another, take longer than that holds the run back, and half of its
-        range goes to a new slice. Shorter chains are left whole: slicing them costs calls and
-        saves no time.
+        The run cannot end before its remaining calls fit in the rate limit (`run_s`); a chain
+        whose own calls, one after another, take about that long or longer is what the run
+        waits for.
         """
-        overlap, answer_s = self._slice_overlap, self._client.answer_s
-        if overlap is None or self.stopped is not None or not answer_s:
+        answer_s = self._client.answer_s
+        if not answer_s:
             return
         live = [(stream, chain) for stream in self._open for chain in stream.live]
-        if len(live) >= self._max_workers or any(stream.parked or stream.waiting() > 1 for stream in self._open):
-            return  # no room for a call more, or the consumers are the bottleneck
         left = {id(chain): chain.pages_left(self._range_end(chain)) for _, chain in live}
         limiter = self._client.limiter
         run_s = sum(left.values()) * limiter.period_s / limiter.calls
+        for _, chain in live:
+            chain.urgent = chain.blind() or left[id(chain)] * answer_s >= settings.URGENT_SHARE_OF_RUN * run_s
+        if self._slice_overlap is not None and self.stopped is None:
+            self._split_if_worthwhile(live, left, run_s, answer_s, self._slice_overlap)
+
+    def _split_if_worthwhile(
+        self,
+        live: List[Tuple["StreamPages", Chain]],
+        left: Dict[int, float],
+        run_s: float,
+        answer_s: float,
+        overlap: timedelta,
+    ) -> None:
+        """Hands half of the range of a chain that would outlast the rest of the run to a new slice.
+
+        Shorter chains are left whole: slicing them costs calls and saves no time.
+        """
+        if len(live) >= self._max_workers or any(stream.parked or stream.waiting() > 1 for stream in self._open):
+            return  # no room for a call more, or the consumers are the bottleneck
         for stream, chain in sorted(live, key=lambda item: -left[id(item[1])]):
             pages = left[id(chain)]
             if pages < settings.SLICE_MIN_PAGES or pages * answer_s < max(settings.SLICE_MIN_SECONDS, run_s):

@@ -1,8 +1,9 @@
 """The HTTP client against the sandbox: retries, new tokens, limits, long queries and clear errors."""
 
+import statistics
 import threading
 import time
-from typing import Any
+from typing import Any, Dict, List
 
 import pytest
 import requests
@@ -137,6 +138,33 @@ def test_the_limiter_caps_calls_in_flight(sandbox: MarketoSandbox) -> None:
     stats = sandbox.stats()
     assert stats["errors"].get("615", 0) == 0
     assert stats["max_concurrent_seen"] == 3
+
+
+def test_urgent_calls_take_the_places_the_window_frees_first(sandbox: MarketoSandbox) -> None:
+    sandbox.limits = Limits(calls_per_window=10, window_s=0.5, max_concurrent=10, daily_quota=None)
+    client = client_for(sandbox, rate_limit_calls=10, rate_limit_period_s=0.5, max_concurrency=10)
+    seconds: Dict[bool, List[float]] = {True: [], False: []}
+    stop = threading.Event()
+
+    def keep_calling(urgent: bool) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            client.get(ACTIVITY_TYPES_PATH, urgent=urgent)
+            seconds[urgent].append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=keep_calling, args=(urgent,)) for urgent in (True, False, False, False, False)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+    assert sandbox.stats()["errors"].get("606", 0) == 0
+    # The window holds everyone up; an urgent call waits only for the next place it frees (it
+    # waits about half as long as the others; sharing fairly, about as long).
+    urgent_s, other_s = (statistics.mean(seconds[urgent]) for urgent in (True, False))
+    assert urgent_s < other_s / 1.7, (urgent_s, other_s, len(seconds[True]), len(seconds[False]))
 
 
 def test_quota_exhaustion_is_its_own_error(sandbox: MarketoSandbox) -> None:
