@@ -15,15 +15,23 @@ DUCKDB_MEMORY_LIMIT = "128MB"
 """DuckDB's memory_limit while loading; past it DuckDB spills to disk. With its own default, 80 %
 of RAM, loading a million activities took 650-730 MB, with this limit 260-270 MB (the load alone,
 issue 5's measurements). The cost shows on large loads: a table of 1.5 million rows loaded about
-3 times slower than unbounded. At 64MB the load of a million failed (DuckDB's Out of Memory)."""
-DUCKDB_LOAD_JOBS = 4
-"""Tables loaded at once. DuckDB already spreads each statement over every core, while each job
-running beside the others holds memory of its own: loading 100,000 activities took 250 MB with
-dlt's default of 20 jobs, 210 MB with 4 and 180 MB with 2, but 2 loaded 100 tables 40 % slower."""
+3 times slower than unbounded. Lower limits stop wide tables: at 64MB a table of a million rows
+of about 800 bytes failed to load (DuckDB's Out of Memory, with 1 or 2 threads)."""
+DUCKDB_THREADS = 1
+"""DuckDB's threads. Each holds working memory of its own, and the load jobs already run beside
+each other: loading a million activities (2 cores) peaked at 285 MB with one thread and 2 jobs,
+at 299-303 MB with DuckDB's 2 threads and 2 or 4 jobs, and took 20-30 % less CPU. The price
+shows on loads that spill to disk: one table of a million 800-byte rows took 417 s against 330 s
+with 2 threads and 4 jobs; for such first loads pass threads=None or a larger memory_limit."""
+DUCKDB_LOAD_JOBS = 2
+"""Tables loaded at once. Each job running beside the others holds memory of its own: loading
+100,000 activities took 250 MB with dlt's default of 20 jobs, 210 MB with 4 and 180 MB with 2
+(with 2 DuckDB threads, 2 jobs loaded 100 tables 40 % slower than 4)."""
 
 
 def duckdb_destination(
-    path: str, memory_limit: Optional[str] = DUCKDB_MEMORY_LIMIT, load_jobs: int = DUCKDB_LOAD_JOBS
+    path: str, memory_limit: Optional[str] = DUCKDB_MEMORY_LIMIT, load_jobs: int = DUCKDB_LOAD_JOBS,
+    threads: Optional[int] = DUCKDB_THREADS,
 ) -> Destination:
     """DuckDB with transactions, and with bounded memory.
 
@@ -36,8 +44,11 @@ def duckdb_destination(
         memory_limit: DuckDB's memory_limit while loading; raise it (e.g. "1GB") for faster large
             loads. None leaves DuckDB's default (80 % of RAM).
         load_jobs: Tables loaded at once.
+        threads: DuckDB's threads; None leaves DuckDB's default (one per core).
     """
-    credentials = DuckDbCredentials(path, global_config={"memory_limit": memory_limit} if memory_limit else None)
+    settings = {"memory_limit": memory_limit, "threads": threads}
+    global_config = {name: value for name, value in settings.items() if value is not None}
+    credentials = DuckDbCredentials(path, global_config=global_config or None)
     return dlt.destinations.duckdb(credentials, supports_transactions=True, max_parallel_load_jobs=load_jobs)
 
 
