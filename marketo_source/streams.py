@@ -69,7 +69,7 @@ class PagingTokens:
             return token
 
 
-@dataclass
+@dataclass(eq=False)  # chains are told apart by identity: two may hold equal fields
 class Chain:
     """One sequence of page calls and the cursors it advances.
 
@@ -155,16 +155,10 @@ class Chain:
         """
         if not self.paced():
             return self.expected_pages
-        assert self.fetched_newest is not None
-        return max(0.0, (end - self.fetched_newest).total_seconds() * self.pace())
-
-    def pace(self) -> float:
-        """Pages per second of log (activityDate) fetched so far; 0 without a pace."""
-        if not self.paced():
-            return 0.0
         assert self.first_date is not None and self.fetched_newest is not None
         covered = (self.fetched_newest - self.first_date).total_seconds()
-        return self.pages_since_first / covered if covered > 0 else 0.0
+        left = (end - self.fetched_newest).total_seconds()
+        return self.pages_since_first * left / covered if covered > 0 and left > 0 else 0.0
 
     def blind(self) -> bool:
         """Whether many pages found no activities to tell the chain's pace by: sparse types, whose
