@@ -46,8 +46,8 @@ def duckdb_destination(
         load_jobs: Tables loaded at once.
         threads: DuckDB's threads; None leaves DuckDB's default (one per core).
     """
-    settings = {"memory_limit": memory_limit, "threads": threads}
-    global_config = {name: value for name, value in settings.items() if value is not None}
+    chosen = {"memory_limit": memory_limit, "threads": threads}
+    global_config = {name: value for name, value in chosen.items() if value is not None}
     credentials = DuckDbCredentials(path, global_config=global_config or None)
     return dlt.destinations.duckdb(credentials, supports_transactions=True, max_parallel_load_jobs=load_jobs)
 

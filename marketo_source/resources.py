@@ -354,7 +354,7 @@ def _read_stream(
     report = StreamReport(
         stream,
         endpoint=chains[0].path if chains else None,
-        cursors=list({id(cursor): cursor for chain in chains for cursor in chain.owners or ()}.values()),
+        cursors=list({id(cursor): cursor for chain in chains for cursor in chain.owners}.values()),
         default_start=run.options.start,
         retention_gaps=len(retention_gaps),
     )

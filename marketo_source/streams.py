@@ -85,7 +85,7 @@ class Chain:
     """Where a fresh token starts: the first run's start, a slice's start, or the lookback's restart."""
     token: Optional[str] = None
     """The token of the next page to fetch."""
-    owners: Optional[List[Cursor]] = None
+    owners: List[Cursor] = field(default_factory=list)
     """The chain's types' cursors (default: `cursors`)."""
     keep_before: Optional[datetime] = None
     """A slice keeps only the activities dated before this; the next slice reads the others."""
@@ -106,7 +106,7 @@ class Chain:
     """A new slice's pages, as its chain expected them, until its own pace shows."""
 
     def __post_init__(self) -> None:
-        if self.owners is None:
+        if not self.owners:
             self.owners = self.cursors
         self.newest = self.fetched_newest = _max_newest(self.cursors)
 
@@ -171,7 +171,6 @@ class Chain:
         return self.first_date is not None and self.fetched_newest is not None and self.pages_since_first >= 2
 
     def _remove_slice(self) -> None:
-        assert self.owners is not None
         for owner, entry in zip(self.owners, self.cursors):
             owner["slices"] = [other for other in owner.get("slices", ()) if other is not entry]
             if not owner["slices"]:
@@ -193,7 +192,6 @@ class SliceSplit:
 
     def apply(self) -> None:
         chain, new = self.chain, self.slice
-        assert chain.owners is not None
         if chain.is_slice:
             new.cursors = [
                 _insert_slice(owner, after=entry, entry={"keep_before": entry.get("keep_before"),
