@@ -7,12 +7,21 @@ Run it on a schedule: each run resumes where the last one stopped.
 """
 
 import argparse
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict
 
-import dlt
+ARROW_ALLOCATOR = "system"
+"""Arrow's allocator for this process, unless ARROW_DEFAULT_MEMORY_POOL is already set. Arrow's
+own (mimalloc) keeps the memory dlt's extract freed, and DuckDB's load then comes on top of it;
+the C library's allocator gives it back. Peak RSS of a whole run (tests/benchmarks, 2 cores):
+100k activities 243 MB instead of 276-299, 1M 339 MB instead of 387-395, and no slower. Arrow
+reads the setting once, when pyarrow is first imported, so it is set before anything imports it."""
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", ARROW_ALLOCATOR)
+
+import dlt  # noqa: E402 (after the allocator is chosen)
 
 from marketo_source import discard_superseded_packages, duckdb_destination, marketo_error_behind, marketo_source
 from marketo_source.destinations import filesystem_destination

@@ -56,9 +56,15 @@ def run_pipeline(config: Dict[str, Any]) -> Dict[str, Any]:
 
     Returns:
         Seconds and CPU seconds per step, rows per table, activity rows, the source's calls per path,
-        stops, the RSS after imports and the peak RSS, overall and per step (VmHWM, reset after each step).
+        stops, Arrow's allocator, the RSS after imports and the peak RSS, overall and per step
+        (VmHWM, reset after each step).
     """
+    # First, so that Arrow's allocator is the one the pipeline script chooses (unless the
+    # environment names one: the benchmark's --arrow-allocator).
+    import pipelines.marketo_pipeline  # noqa: F401
+
     import dlt
+    import pyarrow
 
     from marketo_source import duckdb_destination, marketo_source
 
@@ -84,6 +90,7 @@ def run_pipeline(config: Dict[str, Any]) -> Dict[str, Any]:
         "cpu_s": cpu_seconds, "total_cpu_s": sum(cpu_seconds.values()),
         "rows": row_counts, "activity_rows": _activity_rows(row_counts),
         "calls": state.get("last_run_calls", {}), "stops": stops, "baseline_rss_mb": baseline_rss,
+        "arrow_allocator": pyarrow.default_memory_pool().backend_name,
         "time_slices": sum(run.get("time_slices") or 0 for run in last_runs.values()),
         "peak_rss_mb": max(step_peaks.values()) if per_step else step_peaks["load"],
         "step_peak_rss_mb": step_peaks if per_step else None,
