@@ -129,8 +129,8 @@ def marketo_source(
             late commits however late.
 
     Returns:
-        The resources `activity_types`, `custom_activity_types`, `activities`, `lead_changes`
-        and `deleted_leads`. Each also adds its row for the run to `marketo_run_reports`.
+        The resources `activity_types`, `activities`, `lead_changes`, `deleted_leads` and
+        `custom_activity_types`. Each also adds its row for the run to `marketo_run_reports`.
     """
     options = parse_read_options(
         start_date, activity_type_ids, lead_change_fields, lead_ids, list_id, lookback_minutes
@@ -168,12 +168,14 @@ def marketo_source(
     incremental = dict(write_disposition="merge", primary_key="marketo_guid")
     # The catalogs merge rather than replace: dlt's replace on DuckDB truncates and inserts outside
     # one transaction, so a crash between the two left the tables empty or doubled.
+    # dlt starts the resources in this order and waits for each one's first call. The streams
+    # need the activity types, not the custom types, whose call therefore runs while pages flow.
     return [
         resource(resources.activity_types, write_disposition="merge", primary_key="id"),
-        resource(resources.custom_activity_types, write_disposition="merge", primary_key="api_name"),
         resource(resources.activities, **incremental),
         resource(resources.lead_changes, **incremental),
         resource(resources.deleted_leads, **incremental),
+        resource(resources.custom_activity_types, write_disposition="merge", primary_key="api_name"),
     ]
 
 

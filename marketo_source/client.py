@@ -157,8 +157,13 @@ class CallLimiter:
     delays calls, Marketo never sees more than `calls` in a window. Every attempt passes
     through `slot()`, retries included, because Marketo counts each one.
 
-    When the window is full, urgent calls (those of the chain of pages a run waits for) take
-    the places that free up before the others.
+    Once the window has been full, calls start at most one per `period_s / calls`: otherwise the
+    calls of one window would free their places together a window later, and the run would go on
+    in bursts and pauses, with every chain of pages stalled in the pauses. A run that never
+    fills the window is not paced.
+
+    When calls wait, urgent calls (those of the chain of pages a run waits for) take the places
+    that free up before the others.
     """
 
     def __init__(self, calls: int, period_s: float, max_concurrency: int) -> None:
@@ -168,6 +173,8 @@ class CallLimiter:
         self._ended: Deque[float] = deque()
         self._started = 0
         self._urgent_waiting = 0
+        self._paced = False
+        self._next_start = 0.0
         self._lock = threading.Lock()
 
     @contextmanager
@@ -189,14 +196,27 @@ class CallLimiter:
                 while self._ended and self._ended[0] <= now - self.period_s:
                     self._ended.popleft()
                 free = self.calls - len(self._ended) - self._started
-                if free > (0 if urgent else self._urgent_waiting):
+                self._paced = self._paced or free <= 0
+                if self._may_start(urgent, free, now):
                     self._started += 1
                     self._urgent_waiting -= waiting
+                    if self._paced:
+                        self._next_start = max(self._next_start, now) + self.period_s / self.calls
                     return
                 if urgent and not waiting:
                     self._urgent_waiting, waiting = self._urgent_waiting + 1, True
-                wait_s = self._ended[0] + self.period_s - now if self._ended else 0.01
+                if self._paced and free > 0:
+                    wait_s = max(self._next_start - now, 0.001)
+                else:
+                    wait_s = self._ended[0] + self.period_s - now if self._ended else 0.01
             time.sleep(wait_s)
+
+    def _may_start(self, urgent: bool, free: int, now: float) -> bool:
+        urgent_ahead = 0 if urgent else self._urgent_waiting
+        if self._paced:
+            # One start per interval: while an urgent call waits, it is the one that starts.
+            return free > 0 and now >= self._next_start and not urgent_ahead
+        return free > urgent_ahead
 
 
 class _Retry(Exception):

@@ -3,6 +3,7 @@
 import statistics
 import threading
 import time
+from collections import Counter
 from typing import Any, Dict, List
 
 import pytest
@@ -165,6 +166,35 @@ def test_urgent_calls_take_the_places_the_window_frees_first(sandbox: MarketoSan
     # waits about half as long as the others; sharing fairly, about as long).
     urgent_s, other_s = (statistics.mean(seconds[urgent]) for urgent in (True, False))
     assert urgent_s < other_s / 1.7, (urgent_s, other_s, len(seconds[True]), len(seconds[False]))
+
+
+def test_once_the_window_is_full_calls_are_paced_not_bursty(sandbox: MarketoSandbox) -> None:
+    sandbox.limits = Limits(calls_per_window=10, window_s=0.5, max_concurrent=10, daily_quota=None)
+    client = client_for(sandbox, rate_limit_calls=10, rate_limit_period_s=0.5, max_concurrency=10)
+    started = time.monotonic()
+    for _ in range(8):  # fewer than the window holds: no pacing
+        client.get(ACTIVITY_TYPES_PATH)
+    unpaced_s = time.monotonic() - started
+    ended: List[float] = []
+
+    def keep_calling() -> None:
+        while time.monotonic() - started < 2.5:
+            client.get(ACTIVITY_TYPES_PATH)
+            ended.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=keep_calling) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sandbox.stats()["errors"].get("606", 0) == 0
+    assert unpaced_s < 0.3, unpaced_s  # paced, 8 calls would take 0.35 s
+    # Unpaced, each window's 10 calls would end together and leave a pause; paced, one call
+    # starts every 50 ms, so a quarter of a second holds about 5.
+    quarters = Counter(int(at / 0.25) for at in ended if at >= 1.0)
+    assert max(quarters.values()) <= 7, sorted(quarters.items())
+    assert min(quarters[q] for q in range(4, 9)) >= 3, sorted(quarters.items())
 
 
 def test_quota_exhaustion_is_its_own_error(sandbox: MarketoSandbox) -> None:
