@@ -157,13 +157,13 @@ class CallLimiter:
     delays calls, Marketo never sees more than `calls` in a window. Every attempt passes
     through `slot()`, retries included, because Marketo counts each one.
 
-    Once the window has been full, calls start at most one per `period_s / calls`: otherwise the
-    calls of one window would free their places together a window later, and the run would go on
-    in bursts and pauses, with every chain of pages stalled in the pauses. A run that never
-    fills the window is not paced.
+    Once the window has been full, calls start at most one per `period_s / calls` until it
+    empties again: otherwise the calls of one window would free their places together a window
+    later, and the run would go on in bursts and pauses, with every chain of pages stalled in the
+    pauses. A run that never fills the window is not paced.
 
     When calls wait, urgent calls (those of the chain of pages a run waits for) take the places
-    that free up before the others.
+    that free up before the others, though not from a call that has waited a whole window.
     """
 
     def __init__(self, calls: int, period_s: float, max_concurrency: int) -> None:
@@ -189,33 +189,41 @@ class CallLimiter:
                     self._ended.append(time.monotonic())
 
     def _wait_for_window(self, urgent: bool) -> None:
-        waiting = False
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                while self._ended and self._ended[0] <= now - self.period_s:
-                    self._ended.popleft()
-                free = self.calls - len(self._ended) - self._started
-                self._paced = self._paced or free <= 0
-                if self._may_start(urgent, free, now):
-                    self._started += 1
-                    self._urgent_waiting -= waiting
-                    if self._paced:
-                        self._next_start = max(self._next_start, now) + self.period_s / self.calls
-                    return
-                if urgent and not waiting:
-                    self._urgent_waiting, waiting = self._urgent_waiting + 1, True
-                if self._paced and free > 0:
-                    wait_s = max(self._next_start - now, 0.001)
-                else:
-                    wait_s = self._ended[0] + self.period_s - now if self._ended else 0.01
-            time.sleep(wait_s)
+        waiting, since = False, time.monotonic()
+        try:
+            while True:
+                with self._lock:
+                    now = time.monotonic()
+                    while self._ended and self._ended[0] <= now - self.period_s:
+                        self._ended.popleft()
+                    free = self.calls - len(self._ended) - self._started
+                    # Paced from the first full window until the window empties again.
+                    self._paced = free < self.calls and (self._paced or free <= 0)
+                    if self._may_start(urgent, free, now, now - since):
+                        self._started += 1
+                        self._urgent_waiting -= waiting
+                        waiting = False
+                        if self._paced:
+                            self._next_start = max(self._next_start, now) + self.period_s / self.calls
+                        return
+                    if urgent and not waiting:
+                        self._urgent_waiting, waiting = self._urgent_waiting + 1, True
+                    if self._paced and free > 0:
+                        wait_s = max(self._next_start - now, 0.001)
+                    else:
+                        wait_s = self._ended[0] + self.period_s - now if self._ended else 0.01
+                time.sleep(wait_s)
+        finally:
+            if waiting:  # left by an exception (an interrupt in the sleep)
+                with self._lock:
+                    self._urgent_waiting -= 1
 
-    def _may_start(self, urgent: bool, free: int, now: float) -> bool:
+    def _may_start(self, urgent: bool, free: int, now: float, waited_s: float) -> bool:
         urgent_ahead = 0 if urgent else self._urgent_waiting
         if self._paced:
-            # One start per interval: while an urgent call waits, it is the one that starts.
-            return free > 0 and now >= self._next_start and not urgent_ahead
+            # One start per interval: an urgent call waiting takes it, unless another call has
+            # waited a whole window already (paging tokens and catalog calls are never urgent).
+            return free > 0 and now >= self._next_start and (not urgent_ahead or waited_s >= self.period_s)
         return free > urgent_ahead
 
 

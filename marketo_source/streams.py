@@ -53,7 +53,8 @@ class PagingTokens:
         self._tokens: Dict[str, Tuple[str, float]] = {}
         self._lock = threading.Lock()
 
-    def since(self, moment: datetime) -> str:
+    def since(self, moment: datetime, urgent: bool = False) -> str:
+        """A token for `moment`; an urgent chain's token call goes first when calls wait."""
         key = moment.isoformat()
         with self._lock:
             token, asked_at = self._tokens.get(key, (None, 0.0))
@@ -63,6 +64,7 @@ class PagingTokens:
                     settings.PAGING_TOKEN_PATH,
                     {"sinceDatetime": key},
                     timeout=self._client.paging_token_timeout_s,
+                    urgent=urgent,
                 )
                 token, asked_at = answer["nextPageToken"], time.monotonic()
                 self._tokens[key] = token, asked_at
@@ -324,7 +326,7 @@ def _slices_key(cursor: Cursor) -> Tuple[Any, ...]:
 def fetch_page(client: MarketoClient, tokens: PagingTokens, chain: Chain) -> Page:
     """Reads the chain's next page; falls back to a fresh token once if Marketo refuses a saved one."""
     if chain.token is None:
-        chain.token, chain.token_is_fresh = tokens.since(chain.start), True
+        chain.token, chain.token_is_fresh = tokens.since(chain.start, urgent=chain.urgent), True
     try:
         answer = client.get(chain.path, {**chain.params, "nextPageToken": chain.token}, urgent=chain.urgent)
     except MarketoRequestError as error:

@@ -25,10 +25,7 @@ import dlt  # noqa: E402 (after the allocator is chosen)
 
 from marketo_source import discard_superseded_packages, duckdb_destination, marketo_error_behind, marketo_source
 from marketo_source.destinations import filesystem_destination
-from marketo_source.sandbox import DataSpec, MarketoSandbox
-
-SANDBOX_DATA = DataSpec(days=13)
-"""The demo's data: 13 days, within every retention window, so a first run reports no gap."""
+from marketo_source.sandbox import DEMO_DATA, MarketoSandbox
 
 _unlisted_pipeline = dlt.pipeline
 """dlt.pipeline under a name that `dlt deploy` does not read (see _pipeline)."""
@@ -78,7 +75,7 @@ def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
 
 def _run_against_sandbox(args: argparse.Namespace) -> int:
 
-    data = SANDBOX_DATA
+    data = DEMO_DATA
     start = datetime.fromtimestamp(data.start_ms() / 1000, timezone.utc).isoformat()
     with MarketoSandbox(data=data) as sandbox:
         print(f"Marketo sandbox serving at {sandbox.base_url}")

@@ -16,12 +16,12 @@ from typing import Any, Callable, Dict, List, Tuple
 import dlt
 import pytest
 
-from marketo_source.sandbox import DataSpec, MarketoSandbox
+from marketo_source.sandbox import DEMO_DATA, DataSpec, MarketoSandbox
 
 from tests import helpers, test_incremental, test_source
 from tests.destinations import KINDS, native_columns, pipeline_maker, query_rows
 from tests.expected import key_columns
-from tests.test_pipeline_script import REPO, SANDBOX_DATA
+from tests.test_pipeline_script import REPO
 from tests.helpers import (
     SMALL_DATA,
     assert_catalog_matches,
@@ -122,7 +122,7 @@ def test_the_pipeline_script_loads_into(kind: str, request: pytest.FixtureReques
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
-    with MarketoSandbox(data=SANDBOX_DATA) as sandbox:  # the same activities the script's sandbox served
+    with MarketoSandbox(data=DEMO_DATA) as sandbox:  # the same activities the script's sandbox served
         assert_everything_matches(make("marketo_sandbox"), sandbox)  # as the script left it
 
 

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import duckdb
 
-from marketo_source.sandbox import MarketoSandbox
+from marketo_source.sandbox import DEMO_DATA, MarketoSandbox
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS
 
 from tests.expected import table_of
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "pipelines"))
-from marketo_pipeline import SANDBOX_DATA  # noqa: E402
 
 
 def test_sandbox_run_loads_the_sandbox_data_and_prints_a_summary(tmp_path: Path) -> None:
@@ -30,7 +28,7 @@ def test_sandbox_run_loads_the_sandbox_data_and_prints_a_summary(tmp_path: Path)
     printed = dict(re.findall(r"^  (\w+)\s+([\d,]+) rows$", result.stdout, re.MULTILINE))
     streams = dict(re.findall(r"^  (\w+)\s+([\d,]+)\s+[\d,]+  \d{4}-", result.stdout, re.MULTILINE))
     assert "RETENTION GAP" not in result.stderr + result.stdout
-    with MarketoSandbox(data=SANDBOX_DATA) as sandbox:
+    with MarketoSandbox(data=DEMO_DATA) as sandbox:
         truth = sandbox.ground_truth()
     types = {t["id"]: t["name"] for t in truth["activity_types"]}
     # Progress goes to stdout (every 60 s when it is not a terminal, and when each step ends).

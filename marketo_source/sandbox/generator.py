@@ -102,6 +102,11 @@ class DataSpec:
         return min(wanted, self.leads)
 
 
+DEMO_DATA = DataSpec(days=13)
+"""The demo's data (`pipelines/marketo_pipeline.py --sandbox`): 13 days, within every retention
+window, so a first run reports no gap."""
+
+
 @dataclass
 class Lead:
     """A lead: its field values at creation, its current values, and whether it was deleted."""
