@@ -222,7 +222,7 @@ class CallLimiter:
         urgent_ahead = 0 if urgent else self._urgent_waiting
         if self._paced:
             # One start per interval: an urgent call waiting takes it, unless another call has
-            # waited a whole window already (paging tokens and catalog calls are never urgent).
+            # waited a whole window already, so that calls never urgent (the catalog's) still go.
             return free > 0 and now >= self._next_start and (not urgent_ahead or waited_s >= self.period_s)
         return free > urgent_ahead
 
