@@ -66,6 +66,7 @@ def marketo_source(
     lead_ids: Optional[List[int]] = None,
     list_id: Optional[int] = None,
     lookback_minutes: float = 0,
+    late_commit_minutes: float = settings.DEFAULT_LATE_COMMIT_MINUTES,
     rate_limit_calls: int = settings.DEFAULT_RATE_LIMIT_CALLS,
     rate_limit_period_s: float = settings.DEFAULT_RATE_LIMIT_PERIOD_S,
     max_concurrency: int = settings.DEFAULT_MAX_CONCURRENCY,
@@ -97,9 +98,14 @@ def marketo_source(
         lead_change_fields: Lead fields (REST names) whose changes to read; None reads every field.
         lead_ids: Read only these leads' activities and changes (split into calls of 30).
         list_id: Read only the activities and changes of this static list's leads (under 10,000 leads).
-        lookback_minutes: Re-read this many minutes before the saved position each run, for
-            activities Marketo commits late. Costs one paging-token call per position plus the
-            pages of the window.
+        lookback_minutes: Also restart each run this many minutes before the newest activity
+            read. Costs one paging-token call per position plus the pages of the window; for
+            activities Marketo records late, `late_commit_minutes` is the setting to raise.
+        late_commit_minutes: How long after its activityDate Marketo may record an activity
+            that is still read exactly once: each run reads again from this long before the
+            previous one began, whatever Marketo's paging tokens mark. 0 resumes from the saved
+            paging tokens instead, which reads late activities only if Marketo's tokens mark
+            the order it records activities in (Marketo does not document it).
         rate_limit_calls: Calls per `rate_limit_period_s` this source may make (Marketo allows 100
             per 20 s for the whole instance; Adobe asks one integration to use at most 50).
         rate_limit_period_s: The rate limit's window in seconds.
@@ -125,15 +131,14 @@ def marketo_source(
             Off by default, which spends the fewest calls.
         time_slice_overlap_minutes: With time_slices, how late (after its activityDate) an
             activity may be committed and still be read: each slice reads on this far past
-            the next slice's start. Without time_slices, resuming from the saved token reads
-            late commits however late.
+            the next slice's start. At least `late_commit_minutes`.
 
     Returns:
         The resources `activity_types`, `activities`, `lead_changes`, `deleted_leads` and
         `custom_activity_types`. Each also adds its row for the run to `marketo_run_reports`.
     """
     options = parse_read_options(
-        start_date, activity_type_ids, lead_change_fields, lead_ids, list_id, lookback_minutes
+        start_date, activity_type_ids, lead_change_fields, lead_ids, list_id, lookback_minutes, late_commit_minutes
     )
     client = MarketoClient(
         base_url,
@@ -158,7 +163,8 @@ def marketo_source(
         max_concurrency,
         budget,
         max_waiting_pages=settings.MAX_WAITING_PAGES,
-        slice_overlap=parse_time_slices(time_slices, time_slice_overlap_minutes),
+        slice_overlap=parse_time_slices(time_slices, time_slice_overlap_minutes, options.late_commit_window),
+        late_commit_window=options.late_commit_window,
     )
     run = resources.MarketoRun(client, Catalog(client), options, scheduler, budget, RunProgress(client, budget))
 

@@ -24,6 +24,9 @@ class ReadOptions:
     lead_ids: Optional[List[int]]
     list_id: Optional[int]
     lookback: Optional[timedelta]
+    late_commit_window: Optional[timedelta]
+    """How late after its activityDate Marketo may record an activity that is still read; None
+    resumes from the saved tokens (see `late_commits`)."""
 
     @property
     def scope(self) -> str:
@@ -43,6 +46,7 @@ def parse_read_options(
     lead_ids: Any,
     list_id: Any,
     lookback_minutes: Any,
+    late_commit_minutes: Any,
 ) -> ReadOptions:
     """Checks the user's settings and returns them parsed."""
     return ReadOptions(
@@ -51,7 +55,8 @@ def parse_read_options(
         lead_change_fields=_str_list(lead_change_fields, "lead_change_fields"),
         lead_ids=_int_list(lead_ids, "lead_ids"),
         list_id=_optional_int(list_id, "list_id"),
-        lookback=_lookback(lookback_minutes),
+        lookback=_minutes(lookback_minutes, "lookback_minutes"),
+        late_commit_window=_minutes(late_commit_minutes, "late_commit_minutes"),
     )
 
 
@@ -124,7 +129,7 @@ def _str_list(value: Any, setting: str) -> Optional[List[str]]:
     return sorted(set(names))
 
 
-def parse_time_slices(enabled: Any, overlap_minutes: Any) -> Optional[timedelta]:
+def parse_time_slices(enabled: Any, overlap_minutes: Any, late_commit_window: Optional[timedelta]) -> Optional[timedelta]:
     """The overlap of time slices, or None when `time_slices` is off."""
     if not isinstance(enabled, bool):
         raise MarketoConfigurationError(f"time_slices must be true or false (got {enabled!r}).")
@@ -134,11 +139,13 @@ def parse_time_slices(enabled: Any, overlap_minutes: Any) -> Optional[timedelta]
             "time_slice_overlap_minutes must be more than 0 with time_slices: it is how late an activity "
             "may be committed and still be read. Leave it at its default, 60, unless you know better."
         )
+    if enabled and overlap is not None and late_commit_window is not None and overlap < late_commit_window:
+        raise MarketoConfigurationError(
+            f"time_slice_overlap_minutes ({overlap_minutes}) is less than late_commit_minutes "
+            f"({late_commit_window.total_seconds() / 60:g}): slices would miss activities recorded that late. "
+            "Set it to at least late_commit_minutes."
+        )
     return overlap if enabled else None
-
-
-def _lookback(minutes: Any) -> Optional[timedelta]:
-    return _minutes(minutes, "lookback_minutes")
 
 
 def _minutes(minutes: Any, setting: str) -> Optional[timedelta]:

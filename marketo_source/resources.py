@@ -10,6 +10,7 @@ last page read.
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -32,7 +33,9 @@ from marketo_source.schema import (
     type_attributes,
 )
 from marketo_source.budget import RunBudget, StopReason
+from marketo_source.late_commits import adopt_cursor_without_recheck, latest_restart
 from marketo_source.run_report import REPORT_COLUMNS, RunProgress, StreamReport
+from marketo_source.schema import parse_timestamp
 from marketo_source.streams import Chain, Cursor, PageScheduler, chains_for_cursors, retention_gap
 
 logger = logging.getLogger("marketo_source")
@@ -89,6 +92,32 @@ class MarketoRun:
         """Keeps the count behind `daily_call_limit` current, if one is set."""
         if self.budget.daily is not None:
             self.budget.daily.refresh_if_due()
+
+    def saved_cursor(self, saved: Dict[str, Any], key: str, last_run: Dict[str, Any]) -> Cursor:
+        """The cursor kept under `key` in `saved` (a new one if none), ready for this run.
+
+        A cursor saved by a release that did not read late commits again gets the position to
+        read again from, taken from its stream's last run.
+        """
+        cursor: Cursor = saved.setdefault(key, {})
+        window = self.options.late_commit_window
+        if window is not None:
+            started = last_run.get("started_at")
+            adopt_cursor_without_recheck(cursor, parse_timestamp(started) if started else None, window)
+        return cursor
+
+    @cached_property
+    def latest_restart(self) -> Optional[datetime]:
+        """The latest point a chain restarts from to read late commits again this run (see
+        `late_commits.latest_restart`), from the newest activity any stream had read when the
+        first stream started: one value for the whole run, so that its chains share a paging token."""
+        window = self.options.late_commit_window
+        newest = [
+            parse_timestamp(resource["last_run"]["newest_activity_at"])
+            for resource in dlt.current.source_state().get("resources", {}).values()
+            if (resource.get("last_run") or {}).get("newest_activity_at")
+        ]
+        return latest_restart(max(newest, default=None), window) if window else None
 
     def scopes(self) -> List[Tuple[str, Dict[str, str]]]:
         """(state key, filter parameters) per filter chunk: more than 30 lead ids take several."""
@@ -183,7 +212,7 @@ def activities(run: MarketoRun) -> Iterator[TDataItem]:
     chains, gaps = [], []
     for scope, filters in run.scopes():
         saved = state.setdefault(scope, {})
-        cursors = {str(t): saved.setdefault(str(t), {}) for t in type_ids}
+        cursors = {str(t): run.saved_cursor(saved, str(t), state.get("last_run", {})) for t in type_ids}
         gaps += [
             gap
             for t in type_ids
@@ -195,6 +224,8 @@ def activities(run: MarketoRun) -> Iterator[TDataItem]:
             {**filters, **_PAGE_SIZE},
             run.options.start,
             run.options.lookback,
+            run.options.late_commit_window is not None,
+            run.latest_restart,
             group_param="activityTypeIds",
             heavy={str(t) for t in type_ids if t in settings.HIGH_VOLUME_TYPE_IDS},
         )
@@ -238,11 +269,17 @@ def _one_cursor_per_scope(
     chains: List[Chain] = []
     gaps = []
     for scope, filters in scopes:
-        cursor: Cursor = state.setdefault(scope, {})
+        cursor = run.saved_cursor(state, scope, state.get("last_run", {}))
         gap = _retention_gap(run, stream, scope, cursor, type_ids)
         gaps += [gap] if gap else []
         chains += chains_for_cursors(
-            path, {scope: cursor}, {**filters, **params, **_PAGE_SIZE}, run.options.start, run.options.lookback
+            path,
+            {scope: cursor},
+            {**filters, **params, **_PAGE_SIZE},
+            run.options.start,
+            run.options.lookback,
+            run.options.late_commit_window is not None,
+            run.latest_restart,
         )
     return chains, gaps
 
@@ -370,6 +407,9 @@ def _read_stream(
             continue
         report.pages += 1
         report.records += len(page.records)
+        if page.reread is not None:
+            report.reread_calls += 1
+            report.rows_reread += page.reread
         run.progress.page(stream, len(page.records))
         run.refresh_daily_usage()
         keyed, rejects = _split_unkeyed(page.records)

@@ -32,6 +32,8 @@ REPORT_COLUMNS: Dict[str, str] = {
     "rows_set_aside": "bigint",
     "calls": "bigint",
     "time_slices": "bigint",
+    "reread_calls": "bigint",
+    "rows_reread": "bigint",
     "position_from": "timestamp",
     "position_to": "timestamp",
     "newest_activity_at": "timestamp",
@@ -85,6 +87,10 @@ class StreamReport:
     set_aside: int = 0
     time_slices: int = 0
     """Time slices opened (see the source's `time_slices`)."""
+    reread_calls: int = 0
+    """Page calls that read again what earlier runs had read, for activities Marketo records late."""
+    rows_reread: int = 0
+    """Records those calls read that earlier runs had read (or that Marketo recorded late since)."""
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     position_from: Optional[datetime] = None
 
@@ -108,6 +114,8 @@ class StreamReport:
             "rows_set_aside": self.set_aside,
             "calls": client.calls[self.endpoint] if self.endpoint else 0,
             "time_slices": self.time_slices,
+            "reread_calls": self.reread_calls,
+            "rows_reread": self.rows_reread,
             "position_from": self.position_from,
             "position_to": _complete_until(self.cursors, self.default_start),
             "newest_activity_at": _newest_activity(self.cursors),

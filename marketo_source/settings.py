@@ -113,6 +113,9 @@ URGENT_SHARE_OF_RUN = 0.8
 at the allowed rate, or more, is one the run waits for: its calls go first when calls wait."""
 PAGING_TOKEN_SHARED_S = 600
 """How long a run shares one Get Paging Token answer among the chains starting at its datetime."""
+DEFAULT_LATE_COMMIT_MINUTES = 60.0
+"""How late after its activityDate Marketo may record an activity that a run still reads: Marketo
+records Send Email once the mail has left its servers, minutes and up to about an hour late."""
 DEFAULT_TIME_SLICE_OVERLAP_MINUTES = 60.0
 SLICE_MIN_PAGES = 20
 """A chain opens a time slice only with at least this many pages to go: the slice's paging token

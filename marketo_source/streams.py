@@ -12,6 +12,9 @@ their start date as a filter, so a slice never sees activities dated before its 
 chain keeps every activity dated before that start, and reads on until a page lies wholly
 `overlap` past it, so that activities Marketo commits up to `overlap` late are still read once.
 A slice's position is saved in its cursors' "slices" until it is done.
+
+Where a chain restarts so that activities Marketo records late are still read is the business
+of `late_commits`.
 """
 
 import logging
@@ -29,16 +32,17 @@ from marketo_source import settings
 from marketo_source.client import MarketoClient
 from marketo_source.budget import RunBudget, StopReason, stop_reason_for
 from marketo_source.errors import MarketoListTooLarge, MarketoRequestError
+from marketo_source.late_commits import Recheck, recheck_floor, restart_point
 from marketo_source.schema import parse_timestamp
 
 logger = logging.getLogger("marketo_source")
 
 Cursor = Dict[str, Any]
 """A saved position in dlt state: "token" (the last nextPageToken), "newest" (the newest
-activityDate read), "position_at" (the time the position stands at) and, once time slices split
-its range, "since" (where a fresh token starts) and "slices" (the unfinished earlier slices, in
-order, each with "token", "since", "newest", "position_at", "keep_before" and "stop_at");
-datetimes in ISO 8601."""
+activityDate read), "position_at" (the time the position stands at), "recheck_from" and
+"caught_up" (see `late_commits`) and, once time slices split its range, "since" (where a fresh
+token starts) and "slices" (the unfinished earlier slices, in order, each with "token", "since",
+"newest", "position_at", "keep_before" and "stop_at"); datetimes in ISO 8601."""
 
 
 class PagingTokens:
@@ -106,6 +110,11 @@ class Chain:
     """Whether the run waits for this chain: its calls go first when the rate limit makes calls wait."""
     expected_pages: float = 0.0
     """A new slice's pages, as its chain expected them, until its own pace shows."""
+    recheck: Recheck = field(default_factory=Recheck)
+    """What the chain owes to late commits (consuming side)."""
+    rereading_until: Optional[datetime] = None
+    """Set on a chain that restarted from a date token: the newest activityDate its cursors had
+    read, up to which its pages read again what earlier runs read (fetching side, for the report)."""
 
     def __post_init__(self) -> None:
         if not self.owners:
@@ -117,20 +126,31 @@ class Chain:
         """Whether the chain reads a slice that another chain continues after."""
         return self.cursors is not self.owners
 
-    def advance(self, page: "Page") -> None:
-        """Moves the cursors past `page`, once its rows are handed on."""
+    def advance(self, page: "Page", recheck_floor: Optional[datetime]) -> None:
+        """Moves the cursors past `page`, once its rows are handed on.
+
+        With a `recheck_floor` (see `late_commits`), the cursors also keep where the next run
+        reads again for activities Marketo records late; a slice that another chain continues
+        after needs none, since its range ends before the floor.
+        """
         if self.is_slice and not page.more:
             self._remove_slice()
             return
         self.newest = _later(self.newest, page.newest)
         # A chain at its end stands at "now"; in the middle, near the newest activity it read.
         position = datetime.now(timezone.utc) if not page.more else self.newest
+        recheck_from = None
+        if recheck_floor is not None and not self.is_slice:
+            earliest = _earliest(page.records) if self.recheck.awaiting_first_activity else None
+            recheck_from = self.recheck.after_page(earliest, recheck_floor).isoformat()
         for cursor in self.cursors:
             cursor["token"] = page.next_token
             if self.newest is not None:
                 cursor["newest"] = self.newest.isoformat()
             if position is not None:
                 cursor["position_at"] = position.isoformat()
+            if recheck_from is not None:
+                cursor["recheck_from"], cursor["caught_up"] = recheck_from, not page.more
 
     def bound(self, page: "Page") -> None:
         """Keeps only the activities of this slice, and ends it once a whole page lies past its overlap.
@@ -208,6 +228,7 @@ class SliceSplit:
             for owner in chain.owners:
                 owner.pop("token", None)
             new.cursors = chain.owners
+            new.recheck, chain.recheck = chain.recheck, Recheck()
         for entry in new.cursors:
             entry["since"] = self.at.isoformat()
         for entry in chain.cursors:
@@ -232,6 +253,9 @@ class Page:
     next_token: str
     more: bool
     newest: Optional[datetime] = field(default=None)
+    reread: Optional[int] = None
+    """On a page that reads again what earlier runs read: how many of its records they had read
+    (or Marketo recorded late since); None on a page of new activities."""
 
 
 def chains_for_cursors(
@@ -240,6 +264,8 @@ def chains_for_cursors(
     params: Dict[str, str],
     start: datetime,
     lookback: Optional[timedelta] = None,
+    recheck: bool = False,
+    latest_restart: Optional[datetime] = None,
     group_param: Optional[str] = None,
     heavy: AbstractSet[str] = frozenset(),
 ) -> List[Chain]:
@@ -254,21 +280,28 @@ def chains_for_cursors(
             (an activity type id) and at most 10 keys share a chain.
         params: Filters every call of these chains sends.
         start: The first run's start; cursors with no token begin there.
-        lookback: With a lookback, cursors restart from their newest activityDate minus it.
+        lookback: With a lookback, cursors restart from their newest activityDate minus it
+            (or earlier, to read late commits again: see `late_commits`).
+        recheck: Whether cursors that read to Marketo's end restart where they must read late
+            commits again (see `late_commits`), rather than from their tokens.
+        latest_restart: With `recheck`, no cursor restarts later than this (see
+            `late_commits.latest_restart`).
         group_param: The parameter listing the grouped keys (`activityTypeIds`), if any.
         heavy: Keys expected to hold many records, spread over the groups (see `groups_of`).
     """
     by_position: Dict[Any, List[str]] = {}
     for key, cursor in cursors.items():
-        by_position.setdefault((_position(cursor, start, lookback), _slices_key(cursor)), []).append(key)
+        by_position.setdefault((_position(cursor, start, lookback, recheck, latest_restart), _slices_key(cursor)), []).append(key)
     size = settings.MAX_TYPES_PER_CALL if group_param else max(1, len(cursors))
     chains = []
-    for ((token, chain_start), _), keys in by_position.items():
+    for ((token, chain_start, restart), _), keys in by_position.items():
         for group in groups_of(keys, size, heavy):
             chain_params = {**params, group_param: ",".join(group)} if group_param else dict(params)
             owners = [cursors[k] for k in group]
             chains += _slice_chains(path, chain_params, owners, start)
-            chains.append(Chain(path, chain_params, owners, chain_start, token))
+            chain = Chain(path, chain_params, owners, chain_start, token, recheck=Recheck.for_cursor(owners[0], restart))
+            chain.rereading_until = chain.newest if restart is not None else None
+            chains.append(chain)
     return chains
 
 
@@ -306,10 +339,14 @@ def groups_of(keys: Sequence[str], size: int, heavy: AbstractSet[str] = frozense
     return [sorted(group, key=order.__getitem__) for group in groups if group]
 
 
-def _position(cursor: Cursor, start: datetime, lookback: Optional[timedelta]) -> Any:
-    if lookback and cursor.get("newest"):
-        return None, parse_timestamp(cursor["newest"]) - lookback
-    return cursor.get("token"), _since(cursor, start)
+def _position(
+    cursor: Cursor, start: datetime, lookback: Optional[timedelta], recheck: bool, latest: Optional[datetime]
+) -> Any:
+    """(token, start of a fresh token, restart): where the cursor's chain starts this run."""
+    restart = restart_point(cursor, lookback, recheck, latest)
+    if restart is not None:
+        return None, restart, restart
+    return cursor.get("token"), _since(cursor, start), None
 
 
 def _since(cursor: Cursor, start: datetime) -> datetime:
@@ -345,6 +382,10 @@ def fetch_page(client: MarketoClient, tokens: PagingTokens, chain: Chain) -> Pag
         return fetch_page(client, tokens, chain)
     records = answer.get("result") or []
     page = Page(chain, records, answer["nextPageToken"], bool(answer.get("moreResult")), _newest(records))
+    if chain.rereading_until is not None:
+        page.reread = _dated_until(records, chain.rereading_until)
+        if page.reread < len(records):
+            chain.rereading_until = None  # the pages after this one hold only activities new to this run
     chain.token, chain.token_is_fresh = page.next_token, False
     chain.fetched_newest = _later(chain.fetched_newest, page.newest)
     chain.pages_fetched += 1
@@ -377,7 +418,8 @@ class PageScheduler:
     retries stops every stream cleanly; `stopped` says why.
 
     With `slice_overlap`, a chain that would outlast the rest of the run hands half of its range
-    to a new slice (see `_split_if_worthwhile`).
+    to a new slice (see `_split_if_worthwhile`). With `late_commit_window`, the cursors keep
+    where the next run reads again for activities Marketo records late (see `late_commits`).
     """
 
     def __init__(
@@ -388,6 +430,7 @@ class PageScheduler:
         budget: RunBudget,
         max_waiting_pages: int,
         slice_overlap: Optional[timedelta] = None,
+        late_commit_window: Optional[timedelta] = None,
     ) -> None:
         self._client = client
         self._tokens = tokens
@@ -395,6 +438,7 @@ class PageScheduler:
         self._budget = budget
         self._max_waiting = max_waiting_pages
         self._slice_overlap = slice_overlap
+        self._late_commit_window = late_commit_window
         self._started_at = datetime.now(timezone.utc)
         self._lock = threading.Lock()
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -414,6 +458,12 @@ class PageScheduler:
                 stream.live.append(chain)
                 self._continue(stream, chain)
         return stream
+
+    def recheck_floor(self) -> Optional[datetime]:
+        """Where the chains this run finishes read again next run, or None without a late-commit window."""
+        if self._late_commit_window is None:
+            return None
+        return recheck_floor(self._started_at, self._late_commit_window)
 
     def _continue(self, stream: "StreamPages", chain: Chain) -> None:
         """Starts the chain's next call, or ends the chain; called with the lock held."""
@@ -605,7 +655,7 @@ class StreamPages:
                 if isinstance(item, SliceSplit):
                     item.apply()
                     continue
-                item.chain.advance(item)
+                item.chain.advance(item, self._scheduler.recheck_floor())
                 yield item
         finally:
             self._scheduler.close(self)
@@ -655,18 +705,33 @@ def _activity_date(record: Dict[str, Any]) -> Optional[datetime]:
 
 
 def _newest(records: Sequence[Dict[str, Any]]) -> Optional[datetime]:
-    """The newest activityDate of `records`; values that are not a datetime are skipped.
+    """The newest activityDate of `records`; values that are not a datetime are skipped."""
+    return _extreme_date(records, max)
+
+
+def _earliest(records: Sequence[Dict[str, Any]]) -> Optional[datetime]:
+    """The earliest activityDate of `records`; values that are not a datetime are skipped."""
+    return _extreme_date(records, min)
+
+
+def _extreme_date(records: Sequence[Dict[str, Any]], pick: Any) -> Optional[datetime]:
+    """`pick` (min or max) of the activityDates of `records`.
 
     Marketo writes activityDate in whole seconds UTC, whose text sorts as the moments do: when
-    every value has that form, only the greatest is parsed (half the cost of parsing each).
+    every value has that form, only the one picked is parsed (half the cost of parsing each).
     """
     dates = [record.get("activityDate") for record in records]
     if dates and all(type(d) is str for d in dates) and all(map(_WHOLE_SECONDS_UTC.fullmatch, dates)):
         try:
-            return parse_timestamp(max(d[:19] for d in dates) + "Z")
+            return parse_timestamp(pick(d[:19] for d in dates) + "Z")
         except ValueError:
-            pass  # the greatest is no datetime (a 13th month, say): parse them one by one
-    return max(_timestamps(dates), default=None)
+            pass  # the one picked is no datetime (a 13th month, say): parse them one by one
+    return pick(_timestamps(dates), default=None)
+
+
+def _dated_until(records: Sequence[Dict[str, Any]], moment: datetime) -> int:
+    """How many of `records` are dated at or before `moment`."""
+    return sum(1 for record in records if (date := _activity_date(record)) is not None and date <= moment)
 
 
 _WHOLE_SECONDS_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:Z|\+0000)")

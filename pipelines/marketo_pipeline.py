@@ -142,10 +142,11 @@ def _print_summary(pipeline: dlt.Pipeline) -> int:
 def _print_streams(reports: Dict[str, Dict[str, Any]]) -> None:
     """The run's rows of marketo_run_reports: what each stream loaded, spent and still has to do."""
     print("Streams this run (the table marketo_run_reports keeps every run):")
-    print(f"  {'stream':<24}{'rows':>10}{'calls':>8}  complete until")
+    print(f"  {'stream':<24}{'rows':>10}{'calls':>8}{'read again':>12}  complete until")
     for name, report in sorted(reports.items()):
         until = f"{report['position_to'][:19].replace('T', ' ')} UTC" if report["position_to"] else "-"
-        print(f"  {name:<24}{report['rows_loaded']:>10,}{report['calls']:>8,}  {until}")
+        again = report.get("rows_reread", 0)
+        print(f"  {name:<24}{report['rows_loaded']:>10,}{report['calls']:>8,}{again:>12,}  {until}")
         if report["warnings"]:
             print(f"    {report['warnings']}")
     left = [r["calls_left_today"] for r in reports.values() if r.get("calls_left_today") is not None]
