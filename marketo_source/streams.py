@@ -227,6 +227,8 @@ class SliceSplit:
             ]
             for owner in chain.owners:
                 owner.pop("token", None)
+                if owner.get("caught_up"):
+                    owner["caught_up"] = False  # the new slice has yet to read to Marketo's end
             new.cursors = chain.owners
             new.recheck, chain.recheck = chain.recheck, Recheck()
         for entry in new.cursors:
