@@ -5,8 +5,8 @@ Start it in-process (`with MarketoSandbox() as sandbox:`), from pytest (fixtures
 """
 
 from .faults import Fault
-from .generator import DEMO_DATA, DataSpec
+from .generator import DEMO_DATA, DataSpec, Lateness
 from .limits import Limits
 from .sandbox import MarketoSandbox
 
-__all__ = ["DEMO_DATA", "DataSpec", "Fault", "Limits", "MarketoSandbox"]
+__all__ = ["DEMO_DATA", "DataSpec", "Fault", "Lateness", "Limits", "MarketoSandbox"]

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from .generator import DataSpec
 from .limits import Limits
+from .paging import TOKEN_ORDERS
 from .sandbox import MarketoSandbox
 
 
@@ -33,6 +34,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token-ttl", type=float, default=3600)
     parser.add_argument("--paging-token-ttl", type=_optional_number, default=None)
     parser.add_argument("--block-size", type=int, default=1000)
+    parser.add_argument("--token-order", choices=TOKEN_ORDERS, default="commit",
+                        help="what a paging token marks, which Marketo does not document: a position in the commit "
+                             "log (commit: resuming finds late commits) or a place in activityDate order (date: an "
+                             "activity committed after a token passed its date is never returned from it)")
     parser.add_argument("--calls-per-window", type=_optional_number, default=100)
     parser.add_argument("--window", type=_optional_number, default=20.0)
     parser.add_argument("--max-concurrent", type=_optional_number, default=10)
@@ -55,7 +60,7 @@ def build_sandbox(args: argparse.Namespace) -> MarketoSandbox:
                     latency_s=args.latency)
     return MarketoSandbox(data=data, limits=limits, token_ttl_s=args.token_ttl, block_size=args.block_size,
                           host=args.host, port=args.port, client_id=args.client_id, client_secret=args.client_secret,
-                          paging_token_ttl_s=args.paging_token_ttl)
+                          paging_token_ttl_s=args.paging_token_ttl, token_order=args.token_order)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

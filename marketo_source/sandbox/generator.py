@@ -29,7 +29,9 @@ TYPE_WEIGHTS: dict[int, int] = {
 CUSTOM_TYPE_WEIGHT = 2
 CAMPAIGN_TYPES = frozenset({6, 7, 8, 9, 10, 11, CHANGE_DATA_VALUE, 22, 24, 46, 104})
 CAMPAIGN_IDS = (1001, 1002, 1017, 2044, 5034, 7311)
-LATE_COMMIT_TYPES = (6, 7, 7, 10)  # mail is written when it actually leaves, hence late
+SEND_EMAIL = 6
+EMAIL_DELIVERED = 7
+LEAD_EVENT_SHARE = 1 / 40  # of added activities, the share of New Leads and, again, of Delete Leads
 
 FIRST_NAMES = ("Anna", "Jürgen", "Zoë", "José", "Søren", "Mei", "Hiroshi", "Émilie", "Łukasz", "Grace", "Omar")
 LAST_NAMES = ("Müller", "García", "Øster", "中村", "Dubois", "Kowalski", "O'Brien", "Smith", "Ngô", "Björk")
@@ -49,6 +51,35 @@ URLS = ("https://www.example.com/pricing", "https://www.example.com/café/menu",
 WORDS = ("Spring Newsletter", "Webinar: Data 101", "Produkt-Update März", "東京 Summit", "Café Chat ☕", "Q3 Nurture")
 
 
+SecondsRange = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Lateness:
+    """How long after its activityDate an added activity is committed, per activity type.
+
+    Marketo records some activities late: Send Email only once the mail has left its servers,
+    minutes to an hour after the activityDate. Each late activity draws its lateness uniformly from
+    its type's range, in whole seconds (activityDate has none finer).
+
+    Attributes:
+        default: (min_s, max_s) for every type not in `by_type`.
+        by_type: ((type_id, (min_s, max_s)), ...); a tuple rather than a dict, so DataSpec stays hashable.
+    """
+
+    default: SecondsRange = (0, 5)
+    by_type: tuple[tuple[int, SecondsRange], ...] = ((SEND_EMAIL, (0, 3600)), (EMAIL_DELIVERED, (0, 3600)))
+
+    def __post_init__(self) -> None:
+        for low, high in (self.default, *(seconds for _, seconds in self.by_type)):
+            if not 0 <= low <= high:
+                raise ValueError(f"a lateness range needs 0 <= min_s <= max_s, not ({low}, {high})")
+
+    def range_for(self, type_id: int) -> SecondsRange:
+        """The (min_s, max_s) range of a type."""
+        return next((seconds for listed, seconds in self.by_type if listed == type_id), self.default)
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """What the generator produces.
@@ -63,7 +94,9 @@ class DataSpec:
         lists: Number of ordinary static lists (one more list of `big_list_size` members is always added).
         big_list_size: Member count of the list too large for listId filters (Marketo refuses 10,000 or more).
         deleted_leads: Number of leads deleted in the last fifth of the span; default leads // 50, at least 1.
-        auto_add: (every_n_calls, new, late): while serving, add activities every n REST calls.
+        auto_add: (every_n_calls, new, late): while serving, every n REST calls commit activities as
+            `MarketoSandbox.add_activities(new, late)` does, so they arrive while a client is reading.
+        lateness: How late `add_activities` commits its late activities, per type.
         malformed: Number of initial records that break Marketo's schema, in turn: a value that
             does not fit its attribute's data type, no attribute list, no activityDate.
         unkeyed: Number of initial records sent without marketoGUID, which no merge can key.
@@ -84,6 +117,7 @@ class DataSpec:
     malformed: int = 0
     unkeyed: int = 0
     max_custom_types: int = 10
+    lateness: Lateness = Lateness()
 
     def start_ms(self) -> int:
         """Epoch milliseconds of the span's start."""
@@ -243,16 +277,16 @@ class DataGenerator:
         self.type_wheel = [type_id for type_id, weight in weights.items() for _ in range(weight)]
 
     def _make_leads(self) -> dict[int, Lead]:
-        leads = {}
-        for lead_id in range(FIRST_LEAD_ID, FIRST_LEAD_ID + self.spec.leads):
-            first, last = self.rng.choice(FIRST_NAMES), self.rng.choice(LAST_NAMES)
-            initial = {"firstName": first, "lastName": last, "email": f"lead{lead_id}@example.com",
-                       "leadSource": self.rng.choice(LEAD_SOURCES), "leadScore": "0"}
-            if self.rng.random() < 0.6:
-                initial["company"] = self.rng.choice(COMPANIES)
-                initial["city"] = self.rng.choice(CITIES)
-            leads[lead_id] = Lead(lead_id, initial, dict(initial))
-        return leads
+        return {lead_id: self._make_lead(lead_id) for lead_id in range(FIRST_LEAD_ID, FIRST_LEAD_ID + self.spec.leads)}
+
+    def _make_lead(self, lead_id: int) -> Lead:
+        first, last = self.rng.choice(FIRST_NAMES), self.rng.choice(LAST_NAMES)
+        initial = {"firstName": first, "lastName": last, "email": f"lead{lead_id}@example.com",
+                   "leadSource": self.rng.choice(LEAD_SOURCES), "leadScore": "0"}
+        if self.rng.random() < 0.6:
+            initial["company"] = self.rng.choice(COMPANIES)
+            initial["city"] = self.rng.choice(CITIES)
+        return Lead(lead_id, initial, dict(initial))
 
     def _make_lists(self) -> dict[int, StaticList]:
         lead_ids = list(self.leads)
@@ -309,13 +343,49 @@ class DataGenerator:
         )
         return replace(activity, attributes=broken)
 
-    def more_activities(self, new: int, late: int, span_start_ms: int, newest_ms: int) -> list[Activity]:
-        """Activities to commit later: `new` dated after `newest_ms`, then `late` dated inside the span."""
-        added = [self._activity(self.rng.choice(self.type_wheel), date_ms)
-                 for date_ms in self._sorted_dates(newest_ms + 1000, newest_ms + 1000 + new * 60_000, new)]
-        added += [self._activity(self.rng.choice(LATE_COMMIT_TYPES), date_ms)
-                  for date_ms in self._sorted_dates(span_start_ms, max(newest_ms, span_start_ms + 1000), late)]
-        return added
+    def more_activities(self, new: int, late: int, now_ms: int, lateness_s: float | None = None) -> list[Activity]:
+        """Activities to commit at `now_ms`: `new` dated `now_ms`, then `late` dated some time before it.
+
+        Types come from the type wheel, except that about one in 40 of each kind is the New Lead of a
+        brand-new lead and about one in 40 the Delete Lead of an alive lead (never the last one), so lead
+        changes and deleted leads get new and late commits too.
+
+        Args:
+            new: How many activities to commit on time.
+            late: How many to commit late: each dated its type's lateness (DataSpec.lateness) before `now_ms`.
+            now_ms: The commit time, in whole seconds.
+            lateness_s: The lateness of every late activity instead of its type's range (rounded to whole seconds).
+        """
+        on_time = [self._added_activity(now_ms, lambda type_id: 0) for _ in range(new)]
+        lateness = self._lateness_s if lateness_s is None else lambda type_id: lateness_s
+        return on_time + [self._added_activity(now_ms, lateness) for _ in range(late)]
+
+    def _lateness_s(self, type_id: int) -> float:
+        return self.rng.uniform(*self.spec.lateness.range_for(type_id))
+
+    def _added_activity(self, now_ms: int, lateness_s: Callable[[int], float]) -> Activity:
+        type_id = self._added_type()
+        date_ms = now_ms - round(lateness_s(type_id)) * 1000  # whole seconds, like every activityDate
+        if type_id == NEW_LEAD:
+            return self._new_lead(self._add_lead(), date_ms)
+        if type_id == DELETE_LEAD:
+            return self._delete_lead(self.rng.choice(self.alive), date_ms)
+        return self._activity(type_id, date_ms)
+
+    def _added_type(self) -> int:
+        draw = self.rng.random()
+        if draw < LEAD_EVENT_SHARE:
+            return NEW_LEAD
+        if draw < 2 * LEAD_EVENT_SHARE and len(self.alive) > 1:
+            return DELETE_LEAD
+        return self.rng.choice(self.type_wheel)
+
+    def _add_lead(self) -> int:
+        """Create a lead after the initial ones (lead ids stay consecutive: deleted leads are kept)."""
+        lead_id = FIRST_LEAD_ID + len(self.leads)
+        self.leads[lead_id] = self._make_lead(lead_id)
+        self.alive.append(lead_id)
+        return lead_id
 
     def _sorted_dates(self, low_ms: int, high_ms: int, count: int) -> list[int]:
         # Whole seconds: activityDate has no sub-second part, so ordering must not depend on one.

@@ -10,6 +10,7 @@ from .auth import AccessTokens
 from .faults import Fault, FaultInjector
 from .generator import DataSpec
 from .limits import LimitGate, Limits
+from .paging import TokenOrder
 from .server import SandboxApp, SandboxHTTPServer, admin_actions
 from .stats import Stats
 from .store import Store
@@ -28,7 +29,8 @@ class MarketoSandbox:
     def __init__(self, data: DataSpec | None = None, limits: Limits | None = None, faults: Sequence[Fault] = (),
                  token_ttl_s: float = 3600, block_size: int = 1000, host: str = "127.0.0.1", port: int = 0,
                  client_id: str = "sandbox-client-id", client_secret: str = "sandbox-client-secret",
-                 paging_token_ttl_s: float | None = None, fault_seed: int = 0) -> None:
+                 paging_token_ttl_s: float | None = None, fault_seed: int = 0,
+                 token_order: TokenOrder = "commit") -> None:
         """Generate the data and prepare the server (nothing listens before start()).
 
         Args:
@@ -36,20 +38,27 @@ class MarketoSandbox:
             limits: Call limits; default Marketo's (100 calls / 20 s, 10 concurrent, 50,000 a day).
             faults: Fault rules; change them later with set_faults().
             token_ttl_s: Lifetime of an access token.
-            block_size: Commit-log positions one read call scans at most (short and empty pages come from it).
+            block_size: Entries one read call scans at most, in token order (short and empty pages come from it).
             host: Interface to listen on; keep 127.0.0.1 unless you mean to expose it.
             port: Port; 0 picks a free one.
             client_id: The accepted client id.
             client_secret: The accepted client secret.
             paging_token_ttl_s: Age after which a paging token is refused; None keeps tokens valid forever.
             fault_seed: Seed of the probability-based fault draws.
+            token_order: What a paging token marks, since Marketo does not document it: "commit", a
+                position in the commit log (resuming finds every later commit, late ones included), or
+                "date", a key in (activityDate, id) order (an activity committed after a token passed its
+                activityDate is never returned from it). Tokens of one order are refused by the other.
+
+        Raises:
+            ValueError: For an unknown token order.
         """
         self.data = data or DataSpec()
         self.client_id = client_id
         self.client_secret = client_secret
         self.host = host
         self.port = port
-        self.store = Store(self.data, client_secret, paging_token_ttl_s)
+        self.store = Store(self.data, client_secret, paging_token_ttl_s, token_order)
         self.tokens = AccessTokens(client_id, client_secret, token_ttl_s)
         self.gate = LimitGate(limits or Limits())
         self.injector = FaultInjector(faults, fault_seed)
@@ -119,13 +128,25 @@ class MarketoSandbox:
         (static list id -> member lead ids)."""
         return self.store.ground_truth()
 
-    def add_activities(self, new: int = 0, late: int = 0) -> list[dict[str, Any]]:
-        """Commit `new` activities dated after the newest and `late` ones dated inside the existing span.
+    def add_activities(self, new: int = 0, late: int = 0, lateness_s: float | None = None) -> list[dict[str, Any]]:
+        """Commit activities now, as Marketo records them: some on time, some after their activityDate.
+
+        Types are drawn as in the initial log; about one in 40 of each kind is the New Lead of a new lead,
+        and about one in 40 the Delete Lead of an alive lead.
+
+        Args:
+            new: Activities dated now (the wall clock, whole seconds).
+            late: Activities dated now minus a lateness drawn from their type's range in DataSpec.lateness.
+            lateness_s: Date every late activity exactly this many seconds before now instead (whole
+                seconds), e.g. 10800 to commit something later than any window a reader keeps.
 
         Returns:
-            The added records as Get Lead Activities renders them.
+            The added records as Get Lead Activities renders them, in commit order (new ones first).
+
+        Raises:
+            ValueError: For a negative `lateness_s`.
         """
-        return self.store.add_activities(new, late)
+        return self.store.add_activities(new, late, lateness_s)
 
     def set_auto_add(self, auto_add: tuple[int, int, int] | None) -> None:
         """Change DataSpec.auto_add while serving: (every_n_calls, new, late), or None to stop adding."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import zlib
 from array import array
-from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -19,7 +19,7 @@ from .catalog import (
 from .custom_types import CustomTypeRegistry
 from .errors import ApiError, invalid
 from .generator import DataGenerator, DataSpec, format_date
-from .paging import Cursor, TokenCodec
+from .paging import Block, TokenCodec, TokenOrder, paging_order
 from .records import Activity, close_lead_change, field_entry, render_activity, render_lead_change_head
 
 LEAD_CHANGE_TYPES = frozenset({NEW_LEAD, CHANGE_DATA_VALUE})
@@ -91,7 +91,6 @@ class ActivityLog:
 
     def __init__(self) -> None:
         self.dates = array("q")
-        self.prefix_max = array("q")  # running max of dates, so a since-date maps to a position by bisection
         self.type_ids = array("i")
         self.lead_ids = array("q")
         self.asset_ids = array("q")
@@ -106,7 +105,6 @@ class ActivityLog:
         """Commit one activity; returns its activities-view rendering."""
         position = len(self.dates)
         self.dates.append(activity.date_ms)
-        self.prefix_max.append(max(activity.date_ms, self.prefix_max[-1] if position else activity.date_ms))
         self.type_ids.append(activity.type_id)
         self.lead_ids.append(activity.lead_id)
         self.asset_ids.append(NO_ASSET if activity.primary_id is None else activity.primary_id)
@@ -125,43 +123,65 @@ class ActivityLog:
 class Store:
     """Everything the instance holds, thread safe through one lock."""
 
-    def __init__(self, spec: DataSpec, token_secret: str, paging_token_ttl_s: float | None = None) -> None:
+    def __init__(self, spec: DataSpec, token_secret: str, paging_token_ttl_s: float | None = None,
+                 token_order: TokenOrder = "commit") -> None:
+        """Generate the initial data.
+
+        Args:
+            spec: What to generate.
+            token_secret: Secret the paging tokens are signed with (with the seed).
+            paging_token_ttl_s: Age after which a paging token is refused; None keeps tokens valid forever.
+            token_order: What a paging token marks: "commit" (a position in the commit log) or "date"
+                (a key in activityDate order); see the paging module.
+
+        Raises:
+            ValueError: For an unknown token order.
+        """
         self.lock = threading.Lock()
         self.spec = spec
         self.custom_types = CustomTypeRegistry(SEEDED_CUSTOM_TYPES if spec.custom_types else {}, spec.max_custom_types)
         seeded = {type_id: version for type_id, (_, version) in self.custom_types.approved().items()}
         self.generator = DataGenerator(spec, seeded)
-        key = hashlib.sha256(f"{token_secret}:{spec.seed}".encode()).digest()
-        self.codec = TokenCodec(key, paging_token_ttl_s)
         self.log = ActivityLog()
+        self.token_order = token_order
+        self.order = paging_order(token_order, self.log.dates)
+        key = hashlib.sha256(f"{token_secret}:{spec.seed}".encode()).digest()
+        self.codec = TokenCodec(key, self.order.token_fields, paging_token_ttl_s)
         for activity in self.generator.initial_activities():
-            self.log.append(activity)
+            self._commit(activity)
+
+    def _commit(self, activity: Activity) -> bytes:
+        """Append an activity to the log and the token order's index; returns its activities-view rendering."""
+        view = self.log.append(activity)
+        self.order.committed(activity)
+        return view
 
     # -- reads ---------------------------------------------------------------------------------
 
     def paging_token(self, since_ms: int) -> str:
-        """Token for Get Paging Token: starts at the first position that may hold a record at or after since."""
+        """Token for Get Paging Token: reads from it return records dated at or after since."""
         with self.lock:
-            return self.codec.encode(Cursor(since_ms, bisect_left(self.log.prefix_max, since_ms)))
+            return self.codec.encode(self.order.start(since_ms))
 
     def read(self, query: ReadQuery, token: str, batch_size: int, block_size: int) -> Page:
-        """Scan at most `block_size` positions from the token's position and return up to `batch_size` matches."""
-        cursor = self.codec.decode(token)
+        """Scan up to `block_size` entries after the token's mark in token order; return up to `batch_size` matches."""
+        mark = self.codec.decode(token)
         with self.lock:
-            log = self.log
-            end = min(len(log), cursor.position + block_size)
-            accept = self._predicate(query)
-            dates, found, position = log.dates, [], cursor.position
-            while position < end:
-                if dates[position] >= cursor.since_ms and accept(position):
-                    found.append(position)
-                    if len(found) == batch_size:
-                        position += 1
-                        break
-                position += 1
-            records = [self._render(query, found_position) for found_position in found]
-            more = position < len(log)
-        return Page(records, self.codec.encode(Cursor(cursor.since_ms, position)), more)
+            block = self.order.block(mark, block_size)
+            found, scanned = self._scan(block, self._predicate(query), batch_size)
+            records = [self._render(query, position) for position in found]
+            next_mark, more = self.order.after(mark, block, scanned)
+        return Page(records, self.codec.encode(next_mark), more)
+
+    def _scan(self, block: Block, accept: Callable[[int], bool], batch_size: int) -> tuple[list[int], int]:
+        """The block's matching positions (at most `batch_size`) and how many entries were scanned to find them."""
+        dates, since_ms, found = self.log.dates, block.since_ms, []
+        for scanned, position in enumerate(block.positions, 1):
+            if dates[position] >= since_ms and accept(position):
+                found.append(position)
+                if len(found) == batch_size:
+                    return found, scanned
+        return found, len(block.positions)
 
     def _predicate(self, query: ReadQuery) -> Callable[[int], bool]:
         log = self.log
@@ -226,12 +246,20 @@ class Store:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def add_activities(self, new: int, late: int) -> list[dict[str, Any]]:
-        """Commit `new` activities dated after the newest and `late` ones dated inside the span."""
+    def add_activities(self, new: int, late: int, lateness_s: float | None = None) -> list[dict[str, Any]]:
+        """Commit `new` activities dated now and `late` ones dated their lateness before now.
+
+        See DataGenerator.more_activities; "now" is the wall clock in whole seconds.
+
+        Raises:
+            ValueError: For a negative `lateness_s`, which would date activities in the future.
+        """
+        if lateness_s is not None and lateness_s < 0:
+            raise ValueError(f"lateness_s must not be negative, not {lateness_s}")
         with self.lock:
-            newest = self.log.prefix_max[-1] if len(self.log) else self.generator.start_ms
-            activities = self.generator.more_activities(new, late, self.generator.start_ms, newest)
-            return [json.loads(self.log.append(activity)) for activity in activities]
+            now_ms = int(time.time()) * 1000  # truncated, so never ahead of the clock
+            activities = self.generator.more_activities(new, late, now_ms, lateness_s)
+            return [json.loads(self._commit(activity)) for activity in activities]
 
     def add_custom_activities(self, items: Sequence[Any]) -> list[dict[str, Any]]:
         """Add Custom Activities: one result per item, added or skipped with the reason."""
@@ -243,7 +271,7 @@ class Store:
             activity = self._custom_activity(item)
         except ApiError as error:
             return {"status": "skipped", "errors": [{"code": error.code, "message": error.message}]}
-        self.log.append(activity)
+        self._commit(activity)
         return {"id": activity.id, "marketoGUID": activity.guid, "status": "added"}
 
     def _custom_activity(self, item: Any) -> Activity:

@@ -1,6 +1,6 @@
 """Benchmark (not collected by pytest): activities per second a plain sequential reader gets.
 
-Run: python tests/sandbox/bench_sandbox_reader.py [activities]
+Run: python tests/sandbox/bench_sandbox_reader.py [activities] [commit|date]  (the token order, default commit)
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 import requests
 
 from marketo_source.sandbox import DataSpec, Limits, MarketoSandbox
+from marketo_source.sandbox.paging import TokenOrder
 
 BATCH_SIZE = 300
 
@@ -36,12 +37,13 @@ def read_everything(sandbox: MarketoSandbox) -> int:
             return count
 
 
-def main(activities: int) -> None:
+def main(activities: int, token_order: TokenOrder) -> None:
     """Generate, read, print the figures."""
     started = time.perf_counter()
     sandbox = MarketoSandbox(data=DataSpec(seed=1, leads=2000, activities=activities),
-                             limits=Limits(calls_per_window=None, max_concurrent=None, daily_quota=None))
-    print(f"generated {activities} activities in {time.perf_counter() - started:.1f} s")
+                             limits=Limits(calls_per_window=None, max_concurrent=None, daily_quota=None),
+                             token_order=token_order)
+    print(f"generated {activities} activities ({token_order} tokens) in {time.perf_counter() - started:.1f} s")
     with sandbox:
         started = time.perf_counter()
         count = read_everything(sandbox)
@@ -52,4 +54,4 @@ def main(activities: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000, sys.argv[2] if len(sys.argv) > 2 else "commit")

@@ -38,3 +38,15 @@ def api(sandbox: MarketoSandbox) -> Api:
 def client_for() -> Callable[[MarketoSandbox], Api]:
     """Build a client for another sandbox."""
     return Api
+
+
+@pytest.fixture(params=["commit", "date"])
+def token_order(request: pytest.FixtureRequest) -> str:
+    """Each token order in turn: the test runs once per reading of what a paging token marks."""
+    return request.param
+
+
+@pytest.fixture
+def ordered_api(start_sandbox: Callable[..., MarketoSandbox], token_order: str) -> Api:
+    """A client for a sandbox with the test data whose tokens follow `token_order`."""
+    return Api(start_sandbox(token_order=token_order))

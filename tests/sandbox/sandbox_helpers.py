@@ -5,7 +5,8 @@ Every test talks to the sandbox over real HTTP on 127.0.0.1; nothing is mocked.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator
 
 import requests
 
@@ -15,6 +16,9 @@ START = "2026-10-01T00:00:00Z"
 TEST_DATA = DataSpec(seed=7, leads=60, activities=2000, days=30, start_date=START)
 # Ten standard ids: a single activities.json call may filter on at most ten types.
 DENSE_TYPES = (1, 2, 3, 6, 7, 10, 11, 12, 13, 22)
+ACTIVITIES = "/rest/v1/activities.json"
+LEAD_CHANGES = "/rest/v1/activities/leadchanges.json"
+DELETED = "/rest/v1/activities/deletedleads.json"
 
 
 class Api:
@@ -76,3 +80,36 @@ def error_code(envelope: dict[str, Any]) -> str:
     """The one error code of a failed envelope."""
     assert envelope["success"] is False, f"expected an error answer, got success with {envelope.keys()}"
     return envelope["errors"][0]["code"]
+
+
+def dense(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of DENSE_TYPES."""
+    return [record for record in records if record["activityTypeId"] in DENSE_TYPES]
+
+
+def date_key(record: dict[str, Any]) -> tuple[str, int]:
+    """(activityDate, id): the order of date tokens. Both date styles share their first 19 characters."""
+    return record["activityDate"][:19], record["id"]
+
+
+def in_token_order(records: list[dict[str, Any]], token_order: str) -> list[dict[str, Any]]:
+    """Commit-ordered records (as ground_truth() lists them) in the order reads return them.
+
+    Sorting is stable, so records with the same date and id keep commit order, as date tokens do.
+    """
+    return sorted(records, key=date_key) if token_order == "date" else records
+
+
+def epoch_s(record: dict[str, Any]) -> float:
+    """A record's activityDate in epoch seconds."""
+    return datetime.fromisoformat(record["activityDate"]).timestamp()
+
+
+def iso(epoch_seconds: float) -> str:
+    """An epoch time as a sinceDatetime value."""
+    return datetime.fromtimestamp(epoch_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def guids(records: Iterable[dict[str, Any]]) -> set[str]:
+    """The marketoGUIDs of some records."""
+    return {record["marketoGUID"] for record in records}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import requests
-from sandbox_helpers import Api, error_code
+from sandbox_helpers import Api, epoch_s, error_code
 
 from marketo_source.sandbox import DataSpec, MarketoSandbox
 
@@ -32,17 +34,21 @@ def test_ground_truth_has_every_collection(sandbox: MarketoSandbox) -> None:
 
 def test_add_activities_appends_new_and_late_records(sandbox: MarketoSandbox) -> None:
     before = sandbox.ground_truth()["activities"]
-    newest = max(r["activityDate"][:19] for r in before)
-    added = sandbox.add_activities(new=4, late=3)
+    added = sandbox.add_activities(new=4, late=3, lateness_s=60)
     assert sandbox.ground_truth()["activities"] == before + added
-    assert all(r["activityDate"][:19] > newest for r in added[:4])
-    assert all(r["activityDate"][:19] <= newest for r in added[4:])
+    assert all(epoch_s(r) - epoch_s(added[0]) == -60 for r in added[4:])
 
 
-def test_add_activities_is_deterministic_per_seed() -> None:
+def _without_dates(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records without what the wall clock decides: activityDate and New Lead's Created Date."""
+    return [{**{key: value for key, value in r.items() if key != "activityDate"},
+             "attributes": [a for a in r["attributes"] if a["name"] != "Created Date"]} for r in records]
+
+
+def test_add_activities_is_deterministic_per_seed_apart_from_the_clock() -> None:
     data = DataSpec(seed=3, leads=20, activities=300, start_date="2026-10-01")
     first, second = MarketoSandbox(data=data), MarketoSandbox(data=data)
-    assert first.add_activities(5, 5) == second.add_activities(5, 5)
+    assert _without_dates(first.add_activities(50, 50)) == _without_dates(second.add_activities(50, 50))
 
 
 def test_auto_add_keeps_adding_while_serving(start_sandbox) -> None:
@@ -58,8 +64,9 @@ def test_admin_endpoints_serve_other_processes(api: Api) -> None:
     admin = f"{api.base_url}/_sandbox"
     api.get(TYPES)
     assert requests.get(f"{admin}/stats", timeout=10).json()["calls"]["activity_types"] == 1
-    added = requests.post(f"{admin}/add-activities", json={"new": 2, "late": 1}, timeout=10).json()
-    assert len(added) == 3
+    added = requests.post(f"{admin}/add-activities", json={"new": 2, "late": 1, "lateness_s": 10800},
+                          timeout=10).json()
+    assert len(added) == 3 and epoch_s(added[2]) - epoch_s(added[0]) == -10800
     truth = requests.get(f"{admin}/ground-truth", timeout=10).json()
     assert truth["activities"][-3:] == added
     assert requests.post(f"{admin}/reset-stats", timeout=10).json() == {"ok": True}

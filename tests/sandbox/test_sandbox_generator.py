@@ -29,7 +29,8 @@ def test_same_spec_gives_identical_data_and_another_seed_does_not(truth: dict[st
 
 def test_records_are_in_activity_date_order_and_span_the_days(truth: dict[str, Any]) -> None:
     dates = [a["activityDate"][:19] for a in truth["activities"]]
-    assert dates == sorted(dates)
+    keys = [(a["activityDate"][:19], a["id"]) for a in truth["activities"]]
+    assert keys == sorted(keys), "date tokens' index starts in commit order only if ids grow with dates"
     assert dates[0] >= "2026-10-01T00:00:00" and dates[-1] < "2026-10-31T00:00:00"
 
 
