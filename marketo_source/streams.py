@@ -293,7 +293,8 @@ def chains_for_cursors(
     """
     by_position: Dict[Any, List[str]] = {}
     for key, cursor in cursors.items():
-        by_position.setdefault((_position(cursor, start, lookback, recheck, latest_restart), _slices_key(cursor)), []).append(key)
+        position = _position(cursor, start, lookback, recheck, latest_restart)
+        by_position.setdefault((position, _slices_key(cursor)), []).append(key)
     size = settings.MAX_TYPES_PER_CALL if group_param else max(1, len(cursors))
     chains = []
     for ((token, chain_start, restart), _), keys in by_position.items():

@@ -26,7 +26,7 @@ def test_sandbox_run_loads_the_sandbox_data_and_prints_a_summary(tmp_path: Path)
     assert "Marketo API calls this run:" in result.stdout
 
     printed = dict(re.findall(r"^  (\w+)\s+([\d,]+) rows$", result.stdout, re.MULTILINE))
-    streams = dict(re.findall(r"^  (\w+)\s+([\d,]+)\s+[\d,]+  \d{4}-", result.stdout, re.MULTILINE))
+    streams = dict(re.findall(r"^  (\w+)\s+([\d,]+)\s+[\d,]+\s+[\d,]+  \d{4}-", result.stdout, re.MULTILINE))
     assert "RETENTION GAP" not in result.stderr + result.stdout
     with MarketoSandbox(data=DEMO_DATA) as sandbox:
         truth = sandbox.ground_truth()
