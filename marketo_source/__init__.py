@@ -49,8 +49,9 @@ from marketo_source.errors import (
 )
 from marketo_source.options import parse_read_options, parse_time_slices
 from marketo_source.budget import RunBudget, daily_usage, stop_reason_for
+from marketo_source.paging import PagingTokens
 from marketo_source.run_report import RunProgress, StreamReport
-from marketo_source.streams import PageScheduler, PagingTokens
+from marketo_source.scheduler import PageScheduler
 
 logger = logging.getLogger("marketo_source")
 
@@ -140,6 +141,7 @@ def marketo_source(
     options = parse_read_options(
         start_date, activity_type_ids, lead_change_fields, lead_ids, list_id, lookback_minutes, late_commit_minutes
     )
+    daily = daily_usage(daily_call_limit)
     client = MarketoClient(
         base_url,
         client_id,
@@ -153,10 +155,9 @@ def marketo_source(
         max_attempts=max_attempts,
         backoff_base_s=backoff_base_s,
         backoff_max_s=backoff_max_s,
+        gate=daily,
     )
-    budget = RunBudget(
-        max_calls_per_run, max_pages_per_run, max_seconds_per_run, daily=daily_usage(client, daily_call_limit)
-    )
+    budget = RunBudget(max_calls_per_run, max_pages_per_run, max_seconds_per_run, daily=daily)
     scheduler = PageScheduler(
         client,
         PagingTokens(client),

@@ -48,14 +48,14 @@ class DailyUsage:
 
     Marketo's Get Daily Usage is asked when the run starts and again every
     `settings.USAGE_REFRESH_CALLS` of this run's calls, so that the other integrations' calls
-    are seen too; in between, each call this client is about to make is added to the last answer.
-    The client asks `admit` before every attempt, so the limit holds for every call, not just
-    the page calls, and for calls made at once by several threads.
+    are seen too; in between, each call the client is about to make is added to the last answer.
+    It is the client's gate (`MarketoClient(gate=...)`), asked before every attempt, so the
+    limit holds for every call, not just the page calls, and for calls made at once by several
+    threads.
     """
 
-    def __init__(self, client: MarketoClient, limit: int) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._client = client
         self._lock = threading.Lock()
         self._reported: Optional[int] = None
         self._admitted = 0
@@ -74,13 +74,13 @@ class DailyUsage:
                 )
             self._admitted += 1
 
-    def refresh_if_due(self) -> None:
-        """Asks Marketo again if the last answer is missing or old; keeps the old one if it cannot."""
+    def refresh_if_due(self, client: MarketoClient) -> None:
+        """Asks Marketo through `client` again if the last answer is missing or old; keeps the old one if it cannot."""
         with self._lock:
             if self._reported is not None and self._admitted < settings.USAGE_REFRESH_CALLS:
                 return
         try:
-            answer = self._client.get(settings.USAGE_PATH)
+            answer = client.get(settings.USAGE_PATH)
         except MarketoError as error:
             # The limit must not cost the data already read: stopping here would drop buffered rows.
             logger.warning("Could not read Marketo's daily usage (%s); counting this run's own calls only.", error)
@@ -123,6 +123,10 @@ class RunBudget:
     """Page calls started."""
     started: Optional[float] = None
 
+    def page_started(self) -> None:
+        """Counts a page call as it starts, so that calls fetched ahead cannot pass `max_pages`."""
+        self.pages += 1
+
     def __post_init__(self) -> None:
         for setting, value in (
             ("max_calls_per_run", self.max_calls),
@@ -151,8 +155,8 @@ class RunBudget:
         return max(0, min(left)) if left else None
 
 
-def daily_usage(client: MarketoClient, daily_call_limit: Optional[int]) -> Optional[DailyUsage]:
-    """The daily usage to watch, if `daily_call_limit` is set, made the client's gate on every call; checks the setting."""
+def daily_usage(daily_call_limit: Optional[int]) -> Optional[DailyUsage]:
+    """The daily usage to hold calls under, if `daily_call_limit` is set; checks the setting."""
     if daily_call_limit is None:
         return None
     if isinstance(daily_call_limit, bool) or not isinstance(daily_call_limit, int) or daily_call_limit <= 0:
@@ -161,6 +165,4 @@ def daily_usage(client: MarketoClient, daily_call_limit: Optional[int]) -> Optio
             f"for example {int(settings.DEFAULT_DAILY_QUOTA * 0.8)} leaves a fifth of the default quota to the "
             "instance's other integrations."
         )
-    usage = DailyUsage(client, daily_call_limit)
-    client.admit = usage.admit
-    return usage
+    return DailyUsage(daily_call_limit)

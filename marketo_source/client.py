@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter, deque
 from contextlib import contextmanager
-from typing import Any, Callable, Deque, Dict, Iterator, Mapping, Optional
+from typing import Any, Deque, Dict, Iterator, Mapping, Optional, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import orjson
@@ -175,7 +175,8 @@ class CallLimiter:
         self._urgent_waiting = 0
         self._paced = False
         self._next_start = 0.0
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        """Notified when a call ends or an urgent call stops waiting: either may let a waiting call start."""
 
     @contextmanager
     def slot(self, urgent: bool = False) -> Iterator[None]:
@@ -184,15 +185,16 @@ class CallLimiter:
             try:
                 yield
             finally:
-                with self._lock:
+                with self._changed:
                     self._started -= 1
                     self._ended.append(time.monotonic())
+                    self._changed.notify_all()
 
     def _wait_for_window(self, urgent: bool) -> None:
         waiting, since = False, time.monotonic()
-        try:
-            while True:
-                with self._lock:
+        with self._changed:
+            try:
+                while True:
                     now = time.monotonic()
                     while self._ended and self._ended[0] <= now - self.period_s:
                         self._ended.popleft()
@@ -201,22 +203,26 @@ class CallLimiter:
                     self._paced = free < self.calls and (self._paced or free <= 0)
                     if self._may_start(urgent, free, now, now - since):
                         self._started += 1
-                        self._urgent_waiting -= waiting
-                        waiting = False
+                        if waiting:
+                            self._urgent_waiting -= 1
+                            waiting = False
+                            self._changed.notify_all()
                         if self._paced:
                             self._next_start = max(self._next_start, now) + self.period_s / self.calls
                         return
                     if urgent and not waiting:
                         self._urgent_waiting, waiting = self._urgent_waiting + 1, True
-                    if self._paced and free > 0:
-                        wait_s = max(self._next_start - now, 0.001)
-                    else:
-                        wait_s = self._ended[0] + self.period_s - now if self._ended else 0.01
-                time.sleep(wait_s)
-        finally:
-            if waiting:  # left by an exception (an interrupt in the sleep)
-                with self._lock:
+                    self._changed.wait(self._wait_s(free, now))
+            finally:
+                if waiting:  # left by an exception (an interrupt in the wait)
                     self._urgent_waiting -= 1
+                    self._changed.notify_all()
+
+    def _wait_s(self, free: int, now: float) -> Optional[float]:
+        """How long until a call may start, if time alone decides it; None to wait for a call to end."""
+        if self._paced and free > 0:
+            return max(self._next_start - now, 0.001)
+        return self._ended[0] + self.period_s - now if self._ended else None
 
     def _may_start(self, urgent: bool, free: int, now: float, waited_s: float) -> bool:
         urgent_ahead = 0 if urgent else self._urgent_waiting
@@ -225,6 +231,13 @@ class CallLimiter:
             # waited a whole window already, so that calls never urgent (the catalog's) still go.
             return free > 0 and now >= self._next_start and (not urgent_ahead or waited_s >= self.period_s)
         return free > urgent_ahead
+
+
+class CallGate(Protocol):
+    """Decides, before each attempt, whether a call may be made."""
+
+    def admit(self, path: str) -> None:
+        """Counts a call to `path` about to be made, or raises to refuse it."""
 
 
 class _Retry(Exception):
@@ -271,6 +284,8 @@ class MarketoClient:
         max_attempts: Attempts per call for transient failures before giving up.
         backoff_base_s: First wait between attempts; it doubles each time, with jitter.
         backoff_max_s: Longest wait between attempts.
+        gate: Asked before every attempt, retries included, whether the call may be made; it
+            raises to refuse it (the daily call limit, `budget.DailyUsage`).
     """
 
     def __init__(
@@ -287,6 +302,7 @@ class MarketoClient:
         max_attempts: int = settings.DEFAULT_MAX_ATTEMPTS,
         backoff_base_s: float = settings.DEFAULT_BACKOFF_BASE_S,
         backoff_max_s: float = settings.DEFAULT_BACKOFF_MAX_S,
+        gate: Optional["CallGate"] = None,
     ) -> None:
         _check_limits(rate_limit_calls, rate_limit_period_s, max_concurrency, max_attempts)
         self.base_url = normalize_base_url(base_url)
@@ -313,8 +329,7 @@ class MarketoClient:
         """Failed attempts per reason (a Marketo code, an HTTP status or a network error)."""
         self.answer_s: Optional[float] = None
         """How long Marketo takes to answer, lately: a moving mean over the last calls, waits for the rate limit left out."""
-        self.admit: Callable[[str], None] = lambda path: None
-        """Asked with the path before every attempt; raises to refuse the call (the daily call limit)."""
+        self._gate = gate
 
     def get(
         self,
@@ -400,7 +415,8 @@ class MarketoClient:
     def _attempt(
         self, method: str, path: str, headers: Dict[str, str], request: Dict[str, Any], urgent: bool
     ) -> Dict[str, Any]:
-        self.admit(path)
+        if self._gate is not None:
+            self._gate.admit(path)
         self._count(self.calls, path)
         try:
             with self.limiter.slot(urgent):

@@ -61,7 +61,7 @@ from marketo_source.errors import (
     MarketoWriteUncertain,
 )
 from marketo_source.schema import parse_timestamp
-from marketo_source.streams import PagingTokens
+from marketo_source.paging import PagingTokens
 
 logger = logging.getLogger("marketo_source")
 

@@ -16,24 +16,23 @@ Marketo's clock may lag this machine's, or a test server's data may lie in the p
 point after the newest activity anyone has read would then skip what Marketo records next. So a
 restart is never later than `window` before the newest activityDate any stream has read.
 
-Two fields of a cursor carry this from run to run:
-- "recheck_from": activities dated from here on may still be recorded late and must be read again.
-- "caught_up": whether the chain read to Marketo's end. Only then does the next run restart at
-  "recheck_from": a chain stopped half way (a run bound, the quota) resumes from its saved token,
-  since a date token from its newest activity could skip what its token's scan had passed, and
-  carries "recheck_from" until it reaches the end.
+A cursor carries this from run to run in `recheck_from` (activities dated from here on may still
+be recorded late) and `caught_up` (whether its latest range read to Marketo's end). Only a range
+that read to the end restarts at `recheck_from`: one stopped half way (a run bound, the quota)
+resumes from its saved token, since a date token from its newest activity could skip what its
+token's scan had passed, and carries `recheck_from` until it reaches the end.
 
 A chain that resumes from a saved token learns where that token stood from its first activity:
 under either reading, nothing it returns is dated before the token's place in activityDate
-order, unless recorded late. If that first activity is dated at or before "recheck_from", the
+order, unless recorded late. If that first activity is dated at or before `recheck_from`, the
 earlier runs stopped before their scans reached it, and there is nothing to read again.
 """
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Dict, Optional
+from typing import Optional
 
-from marketo_source.schema import parse_timestamp
+from marketo_source.state import Cursor, to_minute
 
 
 def recheck_floor(run_started: datetime, window: timedelta) -> datetime:
@@ -42,56 +41,36 @@ def recheck_floor(run_started: datetime, window: timedelta) -> datetime:
     Rounded down to the minute: a restart point shared by the chains of a run costs one Get
     Paging Token call.
     """
-    return _minute(run_started - window)
+    return to_minute(run_started - window)
 
 
 def latest_restart(newest_read: Optional[datetime], window: timedelta) -> Optional[datetime]:
     """The latest restart point that reads what Marketo records after the newest activity read."""
-    return None if newest_read is None else _minute(newest_read - window)
-
-
-def _minute(moment: datetime) -> datetime:
-    return moment.replace(second=0, microsecond=0)
+    return None if newest_read is None else to_minute(newest_read - window)
 
 
 def restart_point(
-    cursor: Dict[str, Any], lookback: Optional[timedelta], recheck: bool, latest: Optional[datetime]
+    cursor: Cursor, lookback: Optional[timedelta], recheck: bool, latest: Optional[datetime]
 ) -> Optional[datetime]:
-    """Where the cursor's chain restarts from a date token this run, or None to resume from its token.
+    """Where the cursor's latest range restarts from a date token this run, or None to resume from its token.
 
-    With `recheck`, it restarts at "recheck_from" (no later than `latest`, see `latest_restart`)
+    With `recheck`, it restarts at `recheck_from` (no later than `latest`, see `latest_restart`)
     once it has read to Marketo's end; with a `lookback`, that long before its newest activity;
     whichever is earlier.
     """
     candidates = []
-    if recheck and cursor.get("caught_up") and cursor.get("recheck_from"):
-        recheck_from = parse_timestamp(cursor["recheck_from"])
-        candidates.append(recheck_from if latest is None else min(recheck_from, latest))
-    if lookback and cursor.get("newest"):
-        candidates.append(parse_timestamp(cursor["newest"]) - lookback)
+    if recheck and cursor.caught_up and cursor.recheck_from is not None:
+        candidates.append(cursor.recheck_from if latest is None else min(cursor.recheck_from, latest))
+    if lookback and cursor.latest.newest is not None:
+        candidates.append(cursor.latest.newest - lookback)
     return min(candidates, default=None)
-
-
-def adopt_cursor_without_recheck(cursor: Dict[str, Any], last_run_started: Optional[datetime], window: timedelta) -> None:
-    """Gives a cursor saved before late commits were read again the "recheck_from" it lacks.
-
-    Its last run started at `last_run_started` at the latest and read up to its "newest", so a
-    restart `window` before the earlier of the two reads everything that run may have passed, and
-    stays behind its saved token's place whether or not that run reached Marketo's end. A cursor
-    that never read an activity has no date to restart from and resumes from its token.
-    """
-    if "recheck_from" in cursor or not cursor.get("token") or not cursor.get("newest"):
-        return
-    newest = parse_timestamp(cursor["newest"])
-    since = newest if last_run_started is None else min(newest, last_run_started)
-    cursor["recheck_from"], cursor["caught_up"] = _minute(since - window).isoformat(), True
 
 
 @dataclass
 class Recheck:
     """What a chain owes to late commits, from its first page of a run to its last.
 
-    `pending` is the "recheck_from" its cursors brought into the run and this run does not read
+    `pending` is the `recheck_from` its cursors brought into the run and this run does not read
     again (None once settled); `awaiting_first_activity` is set while a chain that resumed from a
     saved token has not yet seen an activity that tells where that token stood.
     """
@@ -100,15 +79,15 @@ class Recheck:
     awaiting_first_activity: bool = False
 
     @classmethod
-    def for_cursor(cls, cursor: Dict[str, Any], restart: Optional[datetime]) -> "Recheck":
+    def for_cursor(cls, cursor: Cursor, restart: Optional[datetime]) -> "Recheck":
         """The recheck of a chain that starts at `restart` (None: from the cursor's saved token)."""
-        carried = parse_timestamp(cursor["recheck_from"]) if cursor.get("recheck_from") else None
+        carried = cursor.recheck_from
         if carried is None or (restart is not None and restart <= carried):
             return cls()  # nothing carried, or this run reads it again from a date token
-        return cls(carried, awaiting_first_activity=restart is None and bool(cursor.get("token")))
+        return cls(carried, awaiting_first_activity=restart is None and bool(cursor.latest.token))
 
     def after_page(self, earliest: Optional[datetime], floor: datetime) -> datetime:
-        """The "recheck_from" to save once a page whose earliest activity is dated `earliest` is handed on."""
+        """The `recheck_from` to save once a page whose earliest activity is dated `earliest` is handed on."""
         if self.awaiting_first_activity and earliest is not None:
             if self.pending is not None and earliest <= self.pending:
                 self.pending = None

@@ -1,45 +1,29 @@
 """What each stream of a run does and did: progress while it reads, a report when it ends.
 
-The report is one row per stream and run in `marketo_run_reports` (loaded with the stream's data,
-so it is there exactly when the data is) and the same dict in the stream's state as `last_run`,
-which the example pipeline prints as its summary.
+The report (`state.LastRun`) is one row per stream and run in `marketo_run_reports` (loaded with
+the stream's data, so it is there exactly when the data is), and the stream's `last_run` in its
+state, which the example pipeline prints as its summary.
 """
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, get_args
 
-import dlt
 from dlt.common.pipeline import current_pipeline
 from dlt.common.runtime.collector import NULL_COLLECTOR, Collector
 
 from marketo_source import settings
 from marketo_source.budget import RunBudget, StopReason
 from marketo_source.client import MarketoClient
-from marketo_source.schema import parse_timestamp
-from marketo_source.streams import Cursor, earliest_position
+from marketo_source.state import LastRun
 
 logger = logging.getLogger("marketo_source")
 
+_COLUMN_TYPES = {str: "text", datetime: "timestamp", int: "bigint"}
 REPORT_COLUMNS: Dict[str, str] = {
-    "stream": "text",
-    "started_at": "timestamp",
-    "ended_at": "timestamp",
-    "pages": "bigint",
-    "records": "bigint",
-    "rows_loaded": "bigint",
-    "rows_set_aside": "bigint",
-    "calls": "bigint",
-    "time_slices": "bigint",
-    "reread_calls": "bigint",
-    "rows_reread": "bigint",
-    "position_from": "timestamp",
-    "position_to": "timestamp",
-    "newest_activity_at": "timestamp",
-    "calls_left_today": "bigint",
-    "stopped": "text",
-    "warnings": "text",
+    item.name: _COLUMN_TYPES[next(t for t in (item.type, *get_args(item.type)) if t in _COLUMN_TYPES)]
+    for item in fields(LastRun)
 }
 """The columns of `marketo_run_reports`, declared so that a column empty in every row still exists."""
 
@@ -79,8 +63,10 @@ class StreamReport:
     stream: str
     endpoint: Optional[str] = None
     """The API path whose calls are this stream's own (paging tokens are shared, so not counted)."""
-    cursors: Sequence[Cursor] = ()
-    default_start: Optional[datetime] = None
+    positions: Callable[[], Sequence[Optional[datetime]]] = lambda: ()
+    """Where each of the stream's cursors and history claims stands: complete up to (None: unknown)."""
+    newest: Callable[[], Optional[datetime]] = lambda: None
+    """The newest activity date the stream has read."""
     retention_gaps: int = 0
     pages: int = 0
     records: int = 0
@@ -95,39 +81,40 @@ class StreamReport:
     position_from: Optional[datetime] = None
 
     def __post_init__(self) -> None:
-        self.position_from = _complete_until(self.cursors, self.default_start)
+        self.position_from = self._complete_until()
 
-    def finish(self, client: MarketoClient, budget: RunBudget, stopped: Optional[StopReason]) -> Dict[str, Any]:
-        """The report row; also kept in the stream's state as `last_run`, with a warning if it stopped early."""
+    def finish(self, client: MarketoClient, budget: RunBudget, stopped: Optional[StopReason]) -> LastRun:
+        """The report of the run, with a warning if the stream stopped early."""
         if stopped is not None:
             logger.warning(
                 "%s stopped early: %s. Everything read so far is loaded and the next run continues from there.",
                 self.stream, stopped.message.rstrip("."),
             )
-        row = {
-            "stream": self.stream,
-            "started_at": self.started_at,
-            "ended_at": datetime.now(timezone.utc),
-            "pages": self.pages,
-            "records": self.records,
-            "rows_loaded": self.records - self.set_aside,
-            "rows_set_aside": self.set_aside,
-            "calls": client.calls[self.endpoint] if self.endpoint else 0,
-            "time_slices": self.time_slices,
-            "reread_calls": self.reread_calls,
-            "rows_reread": self.rows_reread,
-            "position_from": self.position_from,
-            "position_to": _complete_until(self.cursors, self.default_start),
-            "newest_activity_at": _newest_activity(self.cursors),
-            "calls_left_today": budget.daily.calls_left() if budget.daily else None,
-            "stopped": None if stopped is None else stopped.kind,
-            "warnings": "; ".join(self._warnings(stopped)) or None,
-        }
-        dlt.current.resource_state()["last_run"] = {
-            key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()
-        }
-        dlt.current.source_state()["last_run_calls"] = dict(client.calls)
-        return row
+        return LastRun(
+            stream=self.stream,
+            started_at=self.started_at,
+            ended_at=datetime.now(timezone.utc),
+            pages=self.pages,
+            records=self.records,
+            rows_loaded=self.records - self.set_aside,
+            rows_set_aside=self.set_aside,
+            calls=client.calls[self.endpoint] if self.endpoint else 0,
+            time_slices=self.time_slices,
+            reread_calls=self.reread_calls,
+            rows_reread=self.rows_reread,
+            position_from=self.position_from,
+            position_to=self._complete_until(),
+            newest_activity_at=self.newest(),
+            calls_left_today=budget.daily.calls_left() if budget.daily else None,
+            stopped=None if stopped is None else stopped.kind,
+            warnings="; ".join(self._warnings(stopped)) or None,
+        )
+
+    def _complete_until(self) -> Optional[datetime]:
+        """Where the stream is complete up to: the least advanced of its positions, if all are known."""
+        positions = list(self.positions())
+        known = [p for p in positions if p is not None]
+        return min(known) if known and len(known) == len(positions) else None
 
     def _warnings(self, stopped: Optional[StopReason]) -> List[str]:
         warnings = [f"stopped early: {stopped.message}"] if stopped else []
@@ -136,15 +123,3 @@ class StreamReport:
         if self.set_aside:
             warnings.append(f"{self.set_aside} record(s) set aside, see {settings.REJECTED_TABLE}")
         return warnings
-
-
-def _complete_until(cursors: Sequence[Cursor], default_start: Optional[datetime]) -> Optional[datetime]:
-    """Where the stream is complete up to: the least advanced of its cursors."""
-    positions = [earliest_position(c, default_start) or default_start for c in cursors]
-    known = [p for p in positions if p is not None]
-    return min(known) if known and len(known) == len(positions) else None
-
-
-def _newest_activity(cursors: Sequence[Cursor]) -> Optional[datetime]:
-    newest = [parse_timestamp(c["newest"]) for c in cursors if c.get("newest")]
-    return max(newest, default=None)

@@ -1,7 +1,7 @@
 """How the activities stream groups its types, at most 10 a call (issue 5: sparse types cost as few calls as possible)."""
 
 from marketo_source import settings
-from marketo_source.streams import groups_of
+from marketo_source.chains import groups_of
 
 
 def test_high_volume_types_are_spread_over_the_fewest_groups() -> None:

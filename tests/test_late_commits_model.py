@@ -7,13 +7,14 @@ readings of a paging token; the reader drives `late_commits` as a chain does (`s
 """
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import pytest
 
 from marketo_source.late_commits import Recheck, latest_restart, recheck_floor, restart_point
+from marketo_source.state import Cursor, PageRead
 
 EPOCH = datetime(2026, 11, 1, tzinfo=timezone.utc)
 WINDOW = timedelta(hours=1)
@@ -37,11 +38,22 @@ class Marketo:
 
     token_order: str
     activities: List[Activity] = field(default_factory=list)
+    marks: Dict[str, Tuple[Any, ...]] = field(default_factory=dict)
+    """What each token handed out marks."""
 
-    def date_token(self, since: datetime) -> Tuple[Any, ...]:
-        return ("commit", since, 0) if self.token_order == "commit" else ("date", (since, -1))
+    def date_token(self, since: datetime) -> str:
+        return self._token(("commit", since, 0) if self.token_order == "commit" else ("date", (since, -1)))
 
-    def page(self, token: Tuple[Any, ...], now: datetime) -> Tuple[List[Activity], Tuple[Any, ...], bool]:
+    def page(self, token: str, now: datetime) -> Tuple[List[Activity], str, bool]:
+        records, mark, more = self._page(self.marks[token], now)
+        return records, self._token(mark), more
+
+    def _token(self, mark: Tuple[Any, ...]) -> str:
+        token = str(len(self.marks))
+        self.marks[token] = mark
+        return token
+
+    def _page(self, token: Tuple[Any, ...], now: datetime) -> Tuple[List[Activity], Tuple[Any, ...], bool]:
         recorded = [a for a in self.activities if a.recorded <= now]
         if token[0] == "commit":
             _, since, position = token
@@ -62,28 +74,26 @@ class Reader:
 
     marketo: Marketo
     start: datetime
-    cursor: Dict[str, Any] = field(default_factory=dict)
+    cursor: Cursor = field(default_factory=Cursor)
     loaded: Set[int] = field(default_factory=set)
 
     def run(self, now: datetime, max_pages: Optional[int], seconds_per_page: float) -> None:
-        newest = datetime.fromisoformat(self.cursor["newest"]) if self.cursor.get("newest") else None
-        restart = restart_point(self.cursor, None, True, latest_restart(newest, WINDOW))
+        restart = restart_point(self.cursor, None, True, latest_restart(self.cursor.latest.newest, WINDOW))
         recheck = Recheck.for_cursor(self.cursor, restart)
         floor = recheck_floor(now, WINDOW)
         if restart is not None:
             token = self.marketo.date_token(restart)
         else:
-            token = self.cursor.get("token") or self.marketo.date_token(self.start)
+            token = self.cursor.latest.token or self.marketo.date_token(self.start)
         pages = 0
         while max_pages is None or pages < max_pages:
-            records, token, more = self.marketo.page(token, now + timedelta(seconds=pages * seconds_per_page))
+            read_at = now + timedelta(seconds=pages * seconds_per_page)
+            records, token, more = self.marketo.page(token, read_at)
             pages += 1
             self.loaded |= {a.id for a in records}
             earliest = min((a.date for a in records), default=None) if recheck.awaiting_first_activity else None
-            newest = max([a.date for a in records] + ([newest] if newest else []), default=None)
-            self.cursor.update(token=token, recheck_from=recheck.after_page(earliest, floor).isoformat(), caught_up=not more)
-            if newest is not None:
-                self.cursor["newest"] = newest.isoformat()
+            page = PageRead(token, max((a.date for a in records), default=None), more)
+            self.cursor = self.cursor.read_on(page, recheck.after_page(earliest, floor), read_at)
             if not more:
                 return
 
@@ -124,6 +134,6 @@ def test_the_model_loses_late_activities_when_runs_resume_from_date_ordered_toke
     marketo.activities = [Activity(0, at(100), at(100)), Activity(1, at(50), at(400))]
     reader = Reader(marketo, start=at(0))
     reader.run(at(200), max_pages=None, seconds_per_page=1)
-    reader.cursor.pop("caught_up")  # as if no window: resume from the token
+    reader.cursor = replace(reader.cursor, caught_up=False)  # as if no window: resume from the token
     reader.run(at(500), max_pages=None, seconds_per_page=1)
     assert reader.loaded == {0}

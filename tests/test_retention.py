@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 from marketo_source.sandbox import DataSpec, MarketoSandbox
-from marketo_source.streams import retention_gap
+from marketo_source.retention import retention_gap
+from marketo_source.state import Cursor
 
 from tests.helpers import source_for, table_rows
 
@@ -52,4 +53,4 @@ def test_no_gap_when_the_position_is_within_retention(make_pipeline: Any) -> Non
 )
 def test_retention_gap_of_a_saved_position(cursor: Any, days: Any, expected: Any) -> None:
     start = datetime(2026, 10, 1, tzinfo=timezone.utc)
-    assert retention_gap(cursor, start, days, NOW) == expected
+    assert retention_gap(Cursor.from_json(cursor), start, days, NOW) == expected

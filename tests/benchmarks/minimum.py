@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 from marketo_source.settings import HIGH_VOLUME_TYPE_IDS
-from marketo_source.streams import groups_of
+from marketo_source.chains import groups_of
 
 MAX_TYPES_PER_CALL = 10
 BATCH_SIZE = 300

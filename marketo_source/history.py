@@ -1,0 +1,47 @@
+"""Another reader of a stream's history, and where it hands the stream over to REST paging.
+
+REST paging reads every stream from its saved position. Another reader (such as Marketo's Bulk
+Activity Extract, which spends an export quota rather than API calls) may read the history of a
+filter scope that REST paging has not begun: from the first run's start up to a point it
+chooses, no later than `latest_until`. REST paging then reads the scope from that point on, in
+the same run (alongside the reader) and in every later one, so that the two meet without a gap;
+merge on marketoGUID keeps one row of an activity both read at the point itself.
+
+The other reader reads its range once. So `latest_until` lies the late-commit window before the
+run began: an activity dated before the hand-over point and recorded after the reader read its
+range is recorded that late or later (see `late_commits`).
+
+The claim is saved in the stream's state (`state.HistoryClaim`) before anything is read, with the
+reader's own progress, which only the reader reads: a run that stops before the reader is done
+goes on from that progress the next run.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Protocol
+
+from marketo_source.state import HistoryClaim
+
+
+@dataclass
+class HistoryBatch:
+    """Records another reader read, rendered as Get Lead Activities renders them, and how far it got."""
+
+    records: List[Dict[str, Any]]
+    progress: Mapping[str, Any] = field(default_factory=dict)
+    """The reader's progress once this batch is handed on."""
+
+
+class HistoryReader(Protocol):
+    """Reads the history of a stream's filter scope by another road than REST paging."""
+
+    name: str
+
+    def claim(self, stream: str, scope: str, start: datetime, latest_until: datetime) -> Optional[datetime]:
+        """Where REST paging takes over if this reader reads the scope's history from `start`
+        up to there; None leaves the whole scope to REST paging."""
+
+    def read(self, stream: str, scope: str, claim: HistoryClaim) -> Iterator[Optional[HistoryBatch]]:
+        """The claimed history not read yet (after `claim.progress`), in batches; None when no
+        batch is ready yet, so that the stream hands REST pages on meanwhile. The claim is done
+        when the iterator ends."""
