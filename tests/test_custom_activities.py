@@ -21,6 +21,7 @@ from marketo_source.custom_activities import (
     CustomActivityPusher,
     marketo_custom_activities,
 )
+from marketo_source.custom_activities.destination import _PUSHERS
 from marketo_source.custom_activity_types import ensure_custom_activity_type
 from marketo_source.errors import MarketoConfigurationError
 from marketo_source.sandbox import DataSpec, Fault, Limits, MarketoSandbox
@@ -132,6 +133,26 @@ def test_ten_thousand_rows_through_the_destination_are_added_once_and_read_back(
         f"{len(dead):,} skipped (1004), {calls['add_custom_activities']} Add Custom Activities calls, "
         f"{sum(calls.values()) - calls.get('identity', 0)} REST calls; a second run: 0 calls to add"
     )
+
+
+def test_the_destinations_pusher_registry_keys_hold_no_secret(tmp_path: Path) -> None:
+    """The destination keeps one pusher per configuration for the process; the registry's keys name
+    the configuration without the client id or secret."""
+    client_id, client_secret = "registry-client-id-5c2e", "registry-sEcReT-9b41"
+    with MarketoSandbox(data=DataSpec(**SMALL_DATA), limits=Limits(calls_per_window=None),
+                        client_id=client_id, client_secret=client_secret) as sandbox:
+        ensure_custom_activity_type(MarketoClient(sandbox.base_url, client_id, client_secret, **FAST_CLIENT), WEBINAR)
+        ledger_path = tmp_path / "ledger.duckdb"
+        push = dlt.pipeline("registry_push", pipelines_dir=str(tmp_path / "pipelines"),
+                            destination=_destination(sandbox, ledger_path))
+        push.run(webinar_rows(600), table_name=TABLE_NAME)
+        base_url = sandbox.base_url
+
+    with ActivityLedger(ledger_path) as ledger:
+        assert ledger.summary().added > 0
+    assert len([key for key in _PUSHERS if key.base_url == base_url]) == 1  # one pusher for both batches
+    for key in list(_PUSHERS):
+        assert client_secret not in repr(key) and client_id not in repr(key)
 
 
 def _assert_read_back_through_the_source(
