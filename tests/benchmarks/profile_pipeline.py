@@ -24,7 +24,7 @@ STAGES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("source: records -> columns (TableRows.add)", ("TableRows.add (marketo_source/schema.py",)),
     ("source: columns -> Arrow (TableRows.to_arrow)", ("TableRows.to_arrow (marketo_source/schema.py",)),
     ("source: field changes -> Arrow", ("FieldChangeRows.", "field_changes_to_arrow (marketo_source/")),
-    ("source: newest activityDate per page", ("_newest (marketo_source/streams.py",)),
+    ("source: newest activityDate per page", ("_extreme_date (marketo_source/paging.py",)),
     ("JSON parsing of answers (orjson, in _read_answer)", ("MarketoClient._read_answer (marketo_source/",
                                                           "json/decoder.py", "simplejson/")),
     ("HTTP round trip (requests, urllib3, sockets)", ("requests/sessions.py",)),
