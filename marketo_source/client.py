@@ -26,6 +26,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
 from marketo_source import settings
+from marketo_source.config import MarketoConnection
 from marketo_source.errors import (
     MarketoAccessDenied,
     MarketoAuthError,
@@ -275,51 +276,32 @@ class MarketoClient:
         base_url: The instance's REST endpoint, e.g. `https://123-ABC-456.mktorest.com`.
         client_id: The LaunchPoint service's client id.
         client_secret: The LaunchPoint service's client secret.
-        rate_limit_calls: Calls allowed per `rate_limit_period_s` (Marketo: 100 per 20 s).
-        rate_limit_period_s: Length of the sliding window in seconds.
-        max_concurrency: Calls in flight at once (Marketo: at most 10).
-        read_timeout_s: Timeout of read calls.
-        paging_token_timeout_s: Timeout of Get Paging Token, which Marketo allows 300 s.
-        write_timeout_s: Timeout of Add Custom Activities, which Marketo allows 90 s.
-        max_attempts: Attempts per call for transient failures before giving up.
-        backoff_base_s: First wait between attempts; it doubles each time, with jitter.
-        backoff_max_s: Longest wait between attempts.
         gate: Asked before every attempt, retries included, whether the call may be made; it
             raises to refuse it (the daily call limit, `budget.DailyUsage`).
+        **options: Any other setting of `config.MarketoConnection` (limits, timeouts, retries),
+            e.g. `rate_limit_calls=50`; what is not given keeps its default.
     """
 
     def __init__(
-        self,
-        base_url: str,
-        client_id: str,
-        client_secret: str,
-        rate_limit_calls: int = settings.DEFAULT_RATE_LIMIT_CALLS,
-        rate_limit_period_s: float = settings.DEFAULT_RATE_LIMIT_PERIOD_S,
-        max_concurrency: int = settings.DEFAULT_MAX_CONCURRENCY,
-        read_timeout_s: float = settings.DEFAULT_READ_TIMEOUT_S,
-        paging_token_timeout_s: float = settings.DEFAULT_PAGING_TOKEN_TIMEOUT_S,
-        write_timeout_s: float = settings.DEFAULT_WRITE_TIMEOUT_S,
-        max_attempts: int = settings.DEFAULT_MAX_ATTEMPTS,
-        backoff_base_s: float = settings.DEFAULT_BACKOFF_BASE_S,
-        backoff_max_s: float = settings.DEFAULT_BACKOFF_MAX_S,
-        gate: Optional["CallGate"] = None,
+        self, base_url: str, client_id: str, client_secret: str, gate: Optional["CallGate"] = None, **options: Any
     ) -> None:
-        _check_limits(rate_limit_calls, rate_limit_period_s, max_concurrency, max_attempts)
+        connection = MarketoConnection(base_url=base_url, client_id=client_id, client_secret=client_secret, **options)
+        self.connection = connection.checked()
         self.base_url = normalize_base_url(base_url)
         self.rest_url = self.base_url + settings.REST_PREFIX
-        self.read_timeout_s = read_timeout_s
-        self.paging_token_timeout_s = paging_token_timeout_s
-        self.write_timeout_s = write_timeout_s
-        self.max_attempts = max_attempts
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
-        self.limiter = CallLimiter(rate_limit_calls, rate_limit_period_s, max_concurrency)
-        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max_concurrency + 2)
+        self.read_timeout_s = connection.read_timeout_s
+        self.paging_token_timeout_s = connection.paging_token_timeout_s
+        self.write_timeout_s = connection.write_timeout_s
+        self.max_attempts = connection.max_attempts
+        self.backoff_base_s = connection.backoff_base_s
+        self.backoff_max_s = connection.backoff_max_s
+        self.limiter = CallLimiter(connection.rate_limit_calls, connection.rate_limit_period_s, connection.max_concurrency)
+        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connection.max_concurrency + 2)
         self._local = threading.local()
         self.auth = MarketoAuth(
             access_token_url=self.base_url + settings.IDENTITY_PATH,
-            client_id=_require_secret(client_id, "client_id"),
-            client_secret=_require_secret(client_secret, "client_secret"),
+            client_id=client_id,
+            client_secret=client_secret,
             session=self._session(),
         )
         self._counts_lock = threading.Lock()
@@ -330,6 +312,12 @@ class MarketoClient:
         self.answer_s: Optional[float] = None
         """How long Marketo takes to answer, lately: a moving mean over the last calls, waits for the rate limit left out."""
         self._gate = gate
+
+    @classmethod
+    def connect(cls, connection: MarketoConnection, gate: Optional["CallGate"] = None) -> "MarketoClient":
+        """A client for a resolved configuration (the source's, the destination's, or a connection)."""
+        options = {name: getattr(connection, name) for name in _OPTIONS}
+        return cls(connection.base_url or "", connection.client_id or "", connection.client_secret or "", gate, **options)
 
     def get(
         self,
@@ -503,29 +491,6 @@ _ADVICE = {
 }
 
 
-def _require_secret(value: Any, name: str) -> str:
-    if not value or not isinstance(value, str):
-        raise MarketoConfigurationError(
-            f"{name} is not set. Put it in .dlt/secrets.toml under [sources.marketo] or set "
-            f"SOURCES__MARKETO__{name.upper()}."
-        )
-    return value
-
-
-def _check_limits(calls: int, period_s: float, max_concurrency: int, max_attempts: int) -> None:
-    if not isinstance(calls, int) or calls < 1:
-        raise MarketoConfigurationError(
-            f"rate_limit_calls must be a positive whole number (got {calls!r}); Marketo allows 100."
-        )
-    if not isinstance(period_s, (int, float)) or period_s <= 0:
-        raise MarketoConfigurationError(
-            f"rate_limit_period_s must be a positive number of seconds (got {period_s!r})."
-        )
-    if not isinstance(max_concurrency, int) or not 1 <= max_concurrency <= settings.MAX_CONCURRENCY:
-        raise MarketoConfigurationError(
-            f"max_concurrency must be between 1 and {settings.MAX_CONCURRENCY} (got "
-            f"{max_concurrency!r}); Marketo answers 615 past 10 calls at once."
-        )
-    if not isinstance(max_attempts, int) or max_attempts < 1:
-        raise MarketoConfigurationError(f"max_attempts must be at least 1 (got {max_attempts!r}).")
+_OPTIONS = [name for name in MarketoConnection.get_resolvable_fields() if name not in ("base_url", "client_id", "client_secret")]
+"""The settings of a connection besides the instance and its credentials."""
 

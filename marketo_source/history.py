@@ -12,8 +12,9 @@ run began: an activity dated before the hand-over point and recorded after the r
 range is recorded that late or later (see `late_commits`).
 
 The claim is saved in the stream's state (`state.HistoryClaim`) before anything is read, with the
-reader's own progress, which only the reader reads: a run that stops before the reader is done
-goes on from that progress the next run.
+reader's own progress, which only the reader reads, saved as each batch is handed on. A reader
+that stops before it is done (a run bound, a quota) goes on from that progress the next run; a
+batch marked `done` ends the claim.
 """
 
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class HistoryBatch:
     records: List[Dict[str, Any]]
     progress: Mapping[str, Any] = field(default_factory=dict)
     """The reader's progress once this batch is handed on."""
+    done: bool = False
+    """Whether this batch ends the claimed history."""
 
 
 class HistoryReader(Protocol):
@@ -43,5 +46,5 @@ class HistoryReader(Protocol):
 
     def read(self, stream: str, scope: str, claim: HistoryClaim) -> Iterator[Optional[HistoryBatch]]:
         """The claimed history not read yet (after `claim.progress`), in batches; None when no
-        batch is ready yet, so that the stream hands REST pages on meanwhile. The claim is done
-        when the iterator ends."""
+        batch is ready yet, so that the stream hands REST pages on meanwhile. It may end before
+        the history does, and goes on from the saved progress the next run."""

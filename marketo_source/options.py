@@ -7,6 +7,7 @@ from typing import Any, List, Optional, Sequence
 
 import pendulum
 
+from marketo_source.config import MarketoSourceConfiguration
 from marketo_source.errors import MarketoConfigurationError
 
 DEFAULT_START_DAYS_AGO = 89
@@ -39,24 +40,16 @@ class ReadOptions:
         return "all"
 
 
-def parse_read_options(
-    start_date: Any,
-    activity_type_ids: Any,
-    lead_change_fields: Any,
-    lead_ids: Any,
-    list_id: Any,
-    lookback_minutes: Any,
-    late_commit_minutes: Any,
-) -> ReadOptions:
-    """Checks the user's settings and returns them parsed."""
+def parse_read_options(config: MarketoSourceConfiguration) -> ReadOptions:
+    """Checks what the source is to read, and returns it parsed."""
     return ReadOptions(
-        start=parse_start_date(start_date),
-        activity_type_ids=_int_list(activity_type_ids, "activity_type_ids"),
-        lead_change_fields=_str_list(lead_change_fields, "lead_change_fields"),
-        lead_ids=_int_list(lead_ids, "lead_ids"),
-        list_id=_optional_int(list_id, "list_id"),
-        lookback=_minutes(lookback_minutes, "lookback_minutes"),
-        late_commit_window=_minutes(late_commit_minutes, "late_commit_minutes"),
+        start=parse_start_date(config.start_date),
+        activity_type_ids=_int_list(config.activity_type_ids, "activity_type_ids"),
+        lead_change_fields=_str_list(config.lead_change_fields, "lead_change_fields"),
+        lead_ids=_int_list(config.lead_ids, "lead_ids"),
+        list_id=_optional_int(config.list_id, "list_id"),
+        lookback=_minutes(config.lookback_minutes, "lookback_minutes"),
+        late_commit_window=_minutes(config.late_commit_minutes, "late_commit_minutes"),
     )
 
 

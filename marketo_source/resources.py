@@ -256,14 +256,13 @@ class _Stream:
         yield from finish_stream(run, report, stream_pages.stopped, self.state)
 
     def _history(self, scope: str, claim: HistoryClaim) -> Iterator[Optional[HistoryBatch]]:
-        """The claim's batches as the other reader hands them over, each followed by the claim it leaves."""
+        """The claim's batches as the other reader hands them over; the claim is saved after each."""
         assert self.run.history is not None
         for batch in self.run.history.read(self.name, scope, claim):
             yield batch
             if batch is not None:
-                claim = claim.read_on(batch.progress, done=False)
+                claim = claim.read_on(batch.progress, batch.done)
                 self.state.save_claim(scope, claim)
-        self.state.save_claim(scope, claim.read_on(claim.progress, done=True))
 
     def _account(self, report: StreamReport, item: Union[Page, HistoryBatch]) -> Records:
         report.records += len(item.records)

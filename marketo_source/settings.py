@@ -46,6 +46,8 @@ USAGE_REFRESH_CALLS = 500
 DEFAULT_READ_TIMEOUT_S = 30.0
 DEFAULT_PAGING_TOKEN_TIMEOUT_S = 300.0
 DEFAULT_WRITE_TIMEOUT_S = 90.0
+DEFAULT_LEDGER_PATH = "marketo_custom_activities.duckdb"
+"""Where the custom-activities destination keeps its ledger, in the working directory."""
 ADD_CUSTOM_ACTIVITIES_SERVER_TIMEOUT_S = 90.0
 """How long Marketo works on an Add Custom Activities call before it gives up (its documented
 endpoint timeout): a write not applied by then is taken as never applied."""

@@ -21,9 +21,11 @@ from typing import Any, Dict
 
 import dlt
 import duckdb
+from dlt.common.configuration import resolve_configuration
 
 from marketo_source import marketo_error_behind
 from marketo_source.client import MarketoClient
+from marketo_source.config import MarketoDestinationConfiguration
 from marketo_source.custom_activities import DEFAULT_LEDGER_PATH, ActivityLedger, marketo_custom_activities
 from marketo_source.custom_activity_types import (
     AttributeDefinition,
@@ -44,7 +46,7 @@ WEBINAR = CustomActivityTypeDefinition(
         AttributeDefinition("askedQuestion", "Asked Question", "boolean"),
     ),
 )
-SETTINGS_SECTION = "destination.marketo_custom_activities"
+DESTINATION = "marketo_custom_activities"
 SANDBOX_DATA = DataSpec(leads=50, activities=500, days=13)
 SANDBOX_ROWS = 1000
 SANDBOX_UNKNOWN_LEAD_EVERY = 20
@@ -55,17 +57,9 @@ def main() -> int:
     args = _arguments()
     if args.sandbox:
         return _run_against_sandbox(args)
-    connection = {
-        "base_url": dlt.config.get(f"{SETTINGS_SECTION}.base_url"),
-        "client_id": dlt.secrets.get(f"{SETTINGS_SECTION}.client_id"),
-        "client_secret": dlt.secrets.get(f"{SETTINGS_SECTION}.client_secret"),
-    }
-    missing = [f"{SETTINGS_SECTION}.{name}" for name, value in connection.items() if not value]
-    if missing:
-        print(f"Set {', '.join(missing)} in .dlt/config.toml and .dlt/secrets.toml, or as "
-              "DESTINATION__MARKETO_CUSTOM_ACTIVITIES__<NAME> environment variables.", file=sys.stderr)
-        return 1
-    return _push(args, connection)
+    # The destination's own configuration, from where the destination reads it.
+    config = resolve_configuration(MarketoDestinationConfiguration(), sections=("destination", DESTINATION))
+    return _push(args, {name: getattr(config, name) for name in ("base_url", "client_id", "client_secret")})
 
 
 def _arguments() -> argparse.Namespace:

@@ -1,6 +1,7 @@
 """The dlt destination `marketo_custom_activities`, and the pusher it keeps for each configuration."""
 
 import hashlib
+import inspect
 import json
 import logging
 import threading
@@ -14,8 +15,8 @@ from dlt.common.typing import TDataItems
 
 from marketo_source import settings
 from marketo_source.client import MarketoClient
-from marketo_source.custom_activities.ledger import DEFAULT_LEDGER_PATH
-from marketo_source.custom_activities.pusher import DEFAULT_RECONCILE_AFTER_S, CustomActivityPusher
+from marketo_source.config import MarketoConnection, MarketoDestinationConfiguration, signature_of
+from marketo_source.custom_activities.pusher import CustomActivityPusher
 from marketo_source.errors import (
     MarketoAccessDenied,
     MarketoAuthError,
@@ -58,21 +59,24 @@ _PUSHERS: Dict[_PusherKey, CustomActivityPusher] = {}
 _PUSHERS_GUARD = threading.Lock()
 
 
-def _pusher_for(
-    connection: Tuple[str, str, str],
-    ledger_path: str,
-    activity_type_api_name: Optional[str],
-    reconcile_after_s: float,
-    client_settings: Dict[str, Any],
-) -> CustomActivityPusher:
-    base_url, client_id, client_secret = connection
-    key = _PusherKey(base_url, _credentials_fingerprint(client_id, client_secret), ledger_path,
-                     activity_type_api_name, reconcile_after_s, tuple(sorted(client_settings.items())))
+def _pusher_for(config: MarketoDestinationConfiguration) -> CustomActivityPusher:
+    client_settings = {name: getattr(config, name) for name in _CLIENT_OPTIONS}
+    key = _PusherKey(config.base_url or "", _credentials_fingerprint(config.client_id or "", config.client_secret or ""),
+                     config.ledger_path, config.activity_type_api_name, config.reconcile_after_s,
+                     tuple(sorted(client_settings.items())))
     with _PUSHERS_GUARD:
         if key not in _PUSHERS:
-            client = MarketoClient(*connection, **client_settings)
-            _PUSHERS[key] = CustomActivityPusher(client, ledger_path, activity_type_api_name, reconcile_after_s)
+            client = MarketoClient.connect(config)
+            _PUSHERS[key] = CustomActivityPusher(client, config.ledger_path, config.activity_type_api_name,
+                                                 config.reconcile_after_s)
         return _PUSHERS[key]
+
+
+_CLIENT_OPTIONS = [name for name in MarketoConnection.get_resolvable_fields() if name not in ("base_url", "client_id", "client_secret")]
+
+
+def _positional(name: str, annotation: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation)
 
 
 def _declared_by_package(function: _Function) -> _Function:
@@ -84,53 +88,27 @@ def _declared_by_package(function: _Function) -> _Function:
 
 
 @dlt.destination(batch_size=settings.MAX_BATCH_SIZE, naming_convention="direct", skip_dlt_columns_and_tables=True,
-                 name="marketo_custom_activities")
+                 name="marketo_custom_activities", spec=MarketoDestinationConfiguration)
+@signature_of(MarketoDestinationConfiguration, _positional("items", TDataItems), _positional("table", TTableSchema))
 @_declared_by_package
-def marketo_custom_activities(
-    items: TDataItems,
-    table: TTableSchema,
-    base_url: str = dlt.config.value,
-    client_id: str = dlt.secrets.value,
-    client_secret: str = dlt.secrets.value,
-    activity_type_api_name: Optional[str] = None,
-    ledger_path: str = DEFAULT_LEDGER_PATH,
-    reconcile_after_s: float = DEFAULT_RECONCILE_AFTER_S,
-    rate_limit_calls: int = settings.DEFAULT_RATE_LIMIT_CALLS,
-    rate_limit_period_s: float = settings.DEFAULT_RATE_LIMIT_PERIOD_S,
-    write_timeout_s: float = settings.DEFAULT_WRITE_TIMEOUT_S,
-    max_attempts: int = settings.DEFAULT_MAX_ATTEMPTS,
-    backoff_base_s: float = settings.DEFAULT_BACKOFF_BASE_S,
-) -> None:
+def marketo_custom_activities(items: TDataItems, table: TTableSchema, **settings: Any) -> None:
     """A dlt destination that adds each row of any table to Marketo as a custom activity, once.
-
-    Settings come from the arguments or `destination.marketo_custom_activities.*` (config files
-    or `DESTINATION__MARKETO_CUSTOM_ACTIVITIES__*` variables).
 
     Args:
         items: A batch of at most 300 rows (dlt passes it).
         table: The dlt table the rows belong to (dlt passes it).
-        base_url: The instance's REST endpoint, e.g. `https://123-ABC-456.mktorest.com`.
-        client_id: The LaunchPoint service's client id (a secret).
-        client_secret: The LaunchPoint service's client secret (a secret).
-        activity_type_api_name: The custom activity type of rows that name none.
-        ledger_path: The ledger's DuckDB file (default `marketo_custom_activities.duckdb` in the
-            working directory). Keep it with the pipeline: it is what prevents duplicates.
-        reconcile_after_s: Seconds after an uncertain call before reading its activities back.
-        rate_limit_calls: Calls allowed per `rate_limit_period_s`.
-        rate_limit_period_s: Length of the rate limit window.
-        write_timeout_s: Timeout of Add Custom Activities calls.
-        max_attempts: Attempts per call on failures Marketo answers before processing.
-        backoff_base_s: First wait between attempts.
+        **settings: The fields of `marketo_source.config.MarketoDestinationConfiguration`, each
+            documented there: `base_url`, `client_id`, `client_secret` (required),
+            `activity_type_api_name`, `ledger_path`, and the client's limits. What is not given
+            here comes from `[destination.marketo_custom_activities]` in `.dlt/config.toml` and
+            `.dlt/secrets.toml`, or `DESTINATION__MARKETO_CUSTOM_ACTIVITIES__<NAME>` variables.
 
     Raises:
         DestinationTerminalException: Settings or data Marketo refuses (the message says what to
             fix); retrying would not help. Other failures are left to dlt's retries and the next run.
     """
-    client_settings = dict(rate_limit_calls=rate_limit_calls, rate_limit_period_s=rate_limit_period_s,
-                           write_timeout_s=write_timeout_s, max_attempts=max_attempts, backoff_base_s=backoff_base_s)
     try:
-        pusher = _pusher_for((base_url, client_id, client_secret), ledger_path, activity_type_api_name,
-                             reconcile_after_s, client_settings)
+        pusher = _pusher_for(MarketoDestinationConfiguration(**settings))
         summary = pusher.push(items, load_id=dlt.current.load_package_state()["load_id"])
     except (MarketoConfigurationError, MarketoAuthError, MarketoAccessDenied, MarketoRequestError) as error:
         raise DestinationTerminalException(f"{type(error).__name__}: {error}") from error

@@ -10,11 +10,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 import duckdb
 import pyarrow as pa
 
+from marketo_source import settings
 from marketo_source.custom_activities.items import LOCAL_REJECTION_CODE, _Activity, _Rejected
 from marketo_source.custom_activities.summary import PushSummary
 from marketo_source.schema import parse_timestamp
 
-DEFAULT_LEDGER_PATH = "marketo_custom_activities.duckdb"
+DEFAULT_LEDGER_PATH = settings.DEFAULT_LEDGER_PATH
 LEDGER_TABLE = "custom_activity_results"
 
 _LEDGER_SCHEMA = pa.schema([
