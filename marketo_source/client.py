@@ -257,7 +257,7 @@ class _BearerToken(AuthBase):
     """Sends an access token in the Authorization header.
 
     Given as the request's auth rather than as a header, it also keeps requests from reading
-    ~/.netrc on every call (5 % of the extract's CPU in issue 5's profile), whose entry for the
+    ~/.netrc on every call (5 % of the extract's CPU in the benchmark's profile), whose entry for the
     host would replace the token.
     """
 

@@ -14,7 +14,7 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 DUCKDB_MEMORY_LIMIT = "128MB"
 """DuckDB's memory_limit while loading; past it DuckDB spills to disk. With its own default, 80 %
 of RAM, loading a million activities took 650-730 MB, with this limit 260-270 MB (the load alone,
-issue 5's measurements). The cost shows on large loads: a table of 1.5 million rows loaded about
+measured with the benchmark in tests/benchmarks). The cost shows on large loads: a table of 1.5 million rows loaded about
 3 times slower than unbounded. Lower limits stop wide tables: at 64MB a table of a million rows
 of about 800 bytes failed to load (DuckDB's Out of Memory, with 1 or 2 threads)."""
 DUCKDB_THREADS = 1

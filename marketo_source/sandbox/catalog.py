@@ -1,6 +1,6 @@
 """Static Marketo metadata: standard activity types, seeded custom types and lead fields.
 
-The standard types follow FACTS.md; where it lists no attributes, realistic ones are invented
+The standard types follow Marketo's documentation; where it lists no attributes, realistic ones are invented
 so that every type the generator emits has a complete description in types.json.
 """
 

@@ -157,7 +157,7 @@ class SandboxApp:
                 return injected
         try:
             # Only calls that reach the endpoint count against the quota: limit rejections, injected
-            # faults (604, 608, 611, ...) and 601/602 do not, as FACTS.md says of Marketo.
+            # faults (604, 608, 611, ...) and 601/602 do not, as Marketo documents.
             self.gate.check_quota()
             self._authenticate(request, headers)
             self.stopping.wait(self.gate.latency_for(name))
