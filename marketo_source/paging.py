@@ -38,7 +38,7 @@ class PagingTokens:
 
     def __init__(self, client: MarketoClient) -> None:
         self._client = client
-        self._answers: Dict[str, "_TokenAnswer"] = {}
+        self._answers: Dict[str, _TokenAnswer] = {}
         self._lock = threading.Lock()
 
     def since(self, moment: datetime, urgent: bool = False) -> str:
@@ -74,7 +74,9 @@ class _TokenAnswer:
         # Shared while fresh: Marketo does not say when a token expires. A failed answer is asked again.
         if not self.token.done() or self.answered_at is None:
             return False
-        return self.token.exception() is not None or time.monotonic() - self.answered_at > settings.PAGING_TOKEN_SHARED_S
+        if self.token.exception() is not None:
+            return True
+        return time.monotonic() - self.answered_at > settings.PAGING_TOKEN_SHARED_S
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ not fit its declared type lands as text in `<column>__v_text` beside the typed c
 
 import json
 from datetime import date, datetime, timezone
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -277,7 +277,9 @@ class FieldChangeRows:
     Values are kept as Marketo sent them and converted by whole columns in `to_arrow`.
     """
 
-    _FIELDS = {"field_id": "id", "field_name": "name", "old_value": "oldValue", "new_value": "newValue"}
+    _FIELDS: ClassVar[Dict[str, str]] = {
+        "field_id": "id", "field_name": "name", "old_value": "oldValue", "new_value": "newValue",
+    }
 
     def __init__(self) -> None:
         self._cells: Dict[str, List[Any]] = {column: [] for column in FIELD_CHANGE_COLUMNS}

@@ -23,9 +23,14 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", ARROW_ALLOCATOR)
 
 import dlt  # noqa: E402 (after the allocator is chosen)
 
-from marketo_source import discard_superseded_packages, duckdb_destination, marketo_error_behind, marketo_source
-from marketo_source.destinations import filesystem_destination
-from marketo_source.sandbox import DEMO_DATA, MarketoSandbox
+from marketo_source import (  # noqa: E402 (after the allocator is chosen)
+    discard_superseded_packages,
+    duckdb_destination,
+    marketo_error_behind,
+    marketo_source,
+)
+from marketo_source.destinations import filesystem_destination  # noqa: E402
+from marketo_source.sandbox import DEMO_DATA, MarketoSandbox  # noqa: E402
 
 _unlisted_pipeline = dlt.pipeline
 """dlt.pipeline under a name that `dlt deploy` does not read (see _pipeline)."""
@@ -134,7 +139,9 @@ def _print_summary(pipeline: dlt.Pipeline) -> int:
     print(f"Marketo API calls this run: {sum(calls.values()):,}")
     for path, count in sorted(calls.items()):
         print(f"  {path:<45} {count:>9,}")
-    reports = {name: resource["last_run"] for name, resource in state.get("resources", {}).items() if "last_run" in resource}
+    reports = {
+        name: resource["last_run"] for name, resource in state.get("resources", {}).items() if "last_run" in resource
+    }
     _print_streams(reports)
     return 1 if any(report["stopped"] == "error" for report in reports.values()) else 0
 

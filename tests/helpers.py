@@ -132,7 +132,9 @@ def assert_lead_changes_match(pipeline: Any, truth: Dict[str, Any]) -> None:
     for record in records:
         assert normalized(loaded[record["marketoGUID"]]) == expected_row(record, column_types)
     expected_fields = {
-        (r["marketoGUID"], f["id"]): (f["name"], f.get("oldValue"), f.get("newValue"), r["leadId"], utc(r["activityDate"]))
+        (r["marketoGUID"], f["id"]): (
+            f["name"], f.get("oldValue"), f.get("newValue"), r["leadId"], utc(r["activityDate"])
+        )
         for r in records
         for f in r.get("fields") or []
     }
@@ -159,7 +161,8 @@ def assert_deleted_leads_match(pipeline: Any, truth: Dict[str, Any]) -> None:
 def assert_rejects_match(pipeline: Any, truth: Dict[str, Any]) -> int:
     """The rejected-records table holds each record Marketo sent without a key once, as sent; returns their number."""
     loaded = sorted((normalized(row) for row in table_rows(pipeline, REJECTED_TABLE)), key=repr)
-    assert loaded == sorted(expected_rejects(truth), key=repr), "the rejected records differ from Marketo's unkeyed records"
+    expected = sorted(expected_rejects(truth), key=repr)
+    assert loaded == expected, "the rejected records differ from Marketo's unkeyed records"
     return len(loaded)
 
 
@@ -167,7 +170,9 @@ def assert_catalog_matches(pipeline: Any, truth: Dict[str, Any]) -> None:
     """The activity types, custom types and their attributes equal Marketo's, value for value."""
     loaded_types = {row["id"]: normalized(row) for row in table_rows(pipeline, "activity_types")}
     assert loaded_types == {t["id"]: expected_activity_type_row(t) for t in truth["activity_types"]}
-    attributes = {(r["activity_type_id"], r["name"]): r["data_type"] for r in table_rows(pipeline, "activity_type_attributes")}
+    attributes = {
+        (r["activity_type_id"], r["name"]): r["data_type"] for r in table_rows(pipeline, "activity_type_attributes")
+    }
     assert attributes == {(t["id"], a["name"]): a["dataType"] for t in truth["activity_types"] for a in t["attributes"]}
     custom = {row["api_name"]: normalized(row) for row in table_rows(pipeline, "custom_activity_types")}
     assert custom == {t["apiName"]: expected_custom_type_row(t) for t in truth["custom_activity_types"]}

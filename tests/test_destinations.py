@@ -21,7 +21,6 @@ from marketo_source.sandbox import DEMO_DATA, DataSpec, MarketoSandbox
 from tests import helpers, test_incremental, test_source
 from tests.destinations import KINDS, native_columns, pipeline_maker, query_rows
 from tests.expected import key_columns
-from tests.test_pipeline_script import REPO
 from tests.helpers import (
     SMALL_DATA,
     assert_catalog_matches,
@@ -31,6 +30,7 @@ from tests.helpers import (
     table_names,
     table_rows,
 )
+from tests.test_pipeline_script import REPO
 
 SCENARIOS = [
     test_source.test_first_run_loads_exactly_the_sandbox_records,
@@ -63,12 +63,13 @@ NATIVE_TYPES: Dict[str, Dict[str, str]] = {
 
 
 @pytest.mark.parametrize(
-    "scenario, kind",
+    ("scenario", "kind"),
     [(s, k) for s in SCENARIOS for k in OTHER_KINDS if not (k in FILES and s in REREADING)],
     ids=lambda value: value.__name__.removeprefix("test_") if callable(value) else value,
 )
-def test_duckdb_scenario_on_another_destination(scenario: Callable[..., None], kind: str, request: pytest.FixtureRequest,
-                                                 tmp_path: Path) -> None:
+def test_duckdb_scenario_on_another_destination(
+    scenario: Callable[..., None], kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     # Each scenario asks for what it needs by name, as pytest would give it.
     wanted = inspect.signature(scenario).parameters
     arguments: Dict[str, Any] = {"make_pipeline": _maker(kind, request, tmp_path)}
@@ -118,8 +119,8 @@ def test_the_pipeline_script_loads_into(kind: str, request: pytest.FixtureReques
         settings = {"DESTINATION__FILESYSTEM__BUCKET_URL": pipeline.destination.config_params["bucket_url"]}
         options = ["--destination", "filesystem", "--table-format", "delta"]
     result = subprocess.run(
-        [sys.executable, str(REPO / "pipelines" / "marketo_pipeline.py"), "--sandbox", "--dataset", pipeline.dataset_name,
-         *options],
+        [sys.executable, str(REPO / "pipelines" / "marketo_pipeline.py"), "--sandbox",
+         "--dataset", pipeline.dataset_name, *options],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**os.environ, **settings, "DLT_DATA_DIR": str(tmp_path)},  # pipelines under tmp_path/pipelines, as make's
     )

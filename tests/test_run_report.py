@@ -14,8 +14,8 @@ from marketo_source import MarketoConfigurationError
 from marketo_source.sandbox import MarketoSandbox
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS, RUN_REPORTS_TABLE
 
-from tests.helpers import assert_everything_matches, records_of_types, source_for, table_rows
 from tests.expected import utc
+from tests.helpers import assert_everything_matches, records_of_types, source_for, table_rows
 
 PAGED_STREAMS = {"activities": "activities", "lead_changes": "lead_changes", "deleted_leads": "deleted_leads"}
 """Stream -> the sandbox's name for its endpoint in stats()["calls"]."""
@@ -130,7 +130,7 @@ def test_daily_call_limit_leaves_the_rest_of_the_quota_to_other_integrations(
 
     (report,) = reports_by_load(pipeline)
     assert any(report[s]["stopped"] == "budget" for s in PAGED_STREAMS)
-    assert any("daily_call_limit (%d) reached" % limit in (report[s]["warnings"] or "") for s in PAGED_STREAMS)
+    assert any(f"daily_call_limit ({limit}) reached" in (report[s]["warnings"] or "") for s in PAGED_STREAMS)
     # The limit holds on Marketo's own count, every caller included, with five calls at once.
     assert sandbox.stats()["quota_used"] == limit
     assert sandbox.stats()["calls"]["usage"] == 1  # asked once: the run made fewer than 500 calls
@@ -148,7 +148,9 @@ def _another_integration_spends(sandbox: MarketoSandbox, calls: int) -> int:
     """Makes `calls` calls as another integration would; returns the instance's calls today."""
     token = requests.get(
         f"{sandbox.base_url}/identity/oauth/token",
-        params={"grant_type": "client_credentials", "client_id": sandbox.client_id, "client_secret": sandbox.client_secret},
+        params={
+            "grant_type": "client_credentials", "client_id": sandbox.client_id, "client_secret": sandbox.client_secret,
+        },
         timeout=10,
     ).json()["access_token"]
     for _ in range(calls):

@@ -103,7 +103,7 @@ class ActivityLedger:
         cursor = self._connection.execute(f"SELECT * FROM {LEDGER_TABLE} WHERE {where} ORDER BY updated_at, row_key",
                                           params)
         names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def statuses(self, row_keys: Iterable[str]) -> Dict[str, str]:
         """Status of each key the ledger knows."""

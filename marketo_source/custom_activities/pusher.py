@@ -168,9 +168,9 @@ class _PushRun:
         return []
 
     def _record(self, batch: Sequence[_Activity], results: Sequence[Mapping[str, Any]]) -> None:
-        added = [(a, r) for a, r in zip(batch, results) if r.get("status") == "added"]
+        added = [(a, r) for a, r in zip(batch, results, strict=True) if r.get("status") == "added"]
         skipped = [(a, r.get("errors") or [{"code": "unknown", "message": f"status {r.get('status')!r}"}])
-                   for a, r in zip(batch, results) if r.get("status") != "added"]
+                   for a, r in zip(batch, results, strict=True) if r.get("status") != "added"]
         self.ledger.record_added(added, self.load_id)
         self.ledger.record_skipped(skipped, self.load_id)
         self.summary.added += len(added)

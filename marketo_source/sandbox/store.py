@@ -13,8 +13,16 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .catalog import (
-    CHANGE_DATA_VALUE, DELETE_LEAD, LEAD_FIELDS, LEAD_FIELDS_BY_NAME, NEW_LEAD, SEEDED_CUSTOM_TYPES, STANDARD_TYPES,
-    custom_type_json, lead_field_json, standard_type_json,
+    CHANGE_DATA_VALUE,
+    DELETE_LEAD,
+    LEAD_FIELDS,
+    LEAD_FIELDS_BY_NAME,
+    NEW_LEAD,
+    SEEDED_CUSTOM_TYPES,
+    STANDARD_TYPES,
+    custom_type_json,
+    lead_field_json,
+    standard_type_json,
 )
 from .custom_types import CustomTypeRegistry
 from .errors import ApiError, invalid

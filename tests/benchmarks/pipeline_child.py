@@ -62,6 +62,7 @@ def run_pipeline(config: Dict[str, Any]) -> Dict[str, Any]:
     # First, so that Arrow's allocator is the one the pipeline script chooses (unless the
     # environment names one: the benchmark's --arrow-allocator).
     import pipelines.marketo_pipeline  # noqa: F401
+    # isort: split
 
     import dlt
     import pyarrow

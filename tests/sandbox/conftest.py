@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import pytest
-from sandbox_helpers import TEST_DATA, Api
 
 from marketo_source.sandbox import Limits, MarketoSandbox
+
+from sandbox_helpers import TEST_DATA, Api
 
 
 @pytest.fixture

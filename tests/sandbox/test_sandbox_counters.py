@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from sandbox_helpers import Api, epoch_s, error_code
 
 from marketo_source.sandbox import DataSpec, MarketoSandbox
+
+from sandbox_helpers import Api, epoch_s, error_code
 
 TYPES = "/rest/v1/activities/types.json"
 

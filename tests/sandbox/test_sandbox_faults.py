@@ -7,9 +7,10 @@ import time
 
 import pytest
 import requests
-from sandbox_helpers import Api, error_code
 
 from marketo_source.sandbox import Fault
+
+from sandbox_helpers import Api, error_code
 
 TYPES = "/rest/v1/activities/types.json"
 
@@ -50,7 +51,7 @@ def test_truncated_fault_cuts_the_json_in_half(start_sandbox) -> None:
     complete = api.raw("GET", TYPES)
     assert answer.status_code == 200 and int(answer.headers["Content-Length"]) == len(answer.content)
     assert 0.4 < len(answer.content) / len(complete.content) < 0.6
-    with pytest.raises(ValueError):
+    with pytest.raises(requests.JSONDecodeError):
         answer.json()
 
 
@@ -59,8 +60,8 @@ def test_slow_fault_answers_after_the_delay(start_sandbox) -> None:
     started = time.monotonic()
     assert api.get(TYPES)["success"]
     assert time.monotonic() - started >= 0.5
+    api.sandbox.set_faults([Fault("slow", calls=(2,), slow_s=5)])
     with pytest.raises(requests.Timeout):
-        api.sandbox.set_faults([Fault("slow", calls=(2,), slow_s=5)])
         api.session.get(f"{api.base_url}{TYPES}", timeout=0.3)
 
 
@@ -96,5 +97,5 @@ def test_endpoint_and_times_restrict_injection(start_sandbox) -> None:
 
 
 def test_unknown_fault_kind_is_rejected() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown fault kind 'boom'"):
         Fault("boom")

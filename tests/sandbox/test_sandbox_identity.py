@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import requests
+
 from sandbox_helpers import Api, error_code
 
 TYPES = "/rest/v1/activities/types.json"

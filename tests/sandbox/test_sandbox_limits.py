@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sandbox_helpers import Api, error_code
-
 from marketo_source.sandbox import Limits
+
+from sandbox_helpers import Api, error_code
 
 TYPES = "/rest/v1/activities/types.json"
 

@@ -9,7 +9,17 @@ from __future__ import annotations
 import time
 
 from sandbox_helpers import (
-    ACTIVITIES, DELETED, DENSE_TYPES, LEAD_CHANGES, START, Api, date_key, dense, error_code, guids, in_token_order,
+    ACTIVITIES,
+    DELETED,
+    DENSE_TYPES,
+    LEAD_CHANGES,
+    START,
+    Api,
+    date_key,
+    dense,
+    error_code,
+    guids,
+    in_token_order,
     iso,
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from sandbox_helpers import Api, error_code
 
 EXTERNAL = "/rest/v1/activities/external.json"
