@@ -86,7 +86,8 @@ def marketo_resources(config: MarketoSourceConfiguration, history: Optional[Hist
     )
 
     def resource(read: Callable[[resources.MarketoRun], Iterator[TDataItem]], **hints: Any) -> DltResource:
-        return dlt.resource(_stop_cleanly(read, run), name=read.__name__, **hints)
+        made: DltResource = dlt.resource(_stop_cleanly(read, run), name=read.__name__, **hints)
+        return made
 
     incremental = dict(write_disposition="merge", primary_key="marketo_guid")
     # The catalogs merge rather than replace: dlt's replace on DuckDB truncates and inserts outside

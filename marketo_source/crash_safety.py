@@ -7,7 +7,6 @@ Use `duckdb_destination` for DuckDB (it also bounds DuckDB's memory) and call
 from typing import List, Optional
 
 import dlt
-from dlt.common.destination import Destination
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 DUCKDB_MEMORY_LIMIT = "128MB"
@@ -31,7 +30,7 @@ DUCKDB_LOAD_JOBS = 2
 def duckdb_destination(
     path: str, memory_limit: Optional[str] = DUCKDB_MEMORY_LIMIT, load_jobs: int = DUCKDB_LOAD_JOBS,
     threads: Optional[int] = DUCKDB_THREADS,
-) -> Destination:
+) -> dlt.destinations.duckdb:
     """DuckDB with transactions, and with bounded memory.
 
     dlt 1.31 declares no transactions for DuckDB, so a merge runs its DELETE and its INSERT

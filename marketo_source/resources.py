@@ -279,7 +279,7 @@ class _Stream:
                 report.rows_reread += item.reread
         return item.records
 
-    def _positions(self) -> List[Optional[datetime]]:
+    def _positions(self) -> List[datetime]:
         start = self.run.options.start
         positions = [self.state.cursor(cursor_id).earliest(start) or start for cursor_id in self.cursor_ids]
         return positions + [claim.start for claim in self.state.claims().values() if not claim.done]

@@ -10,7 +10,8 @@ from marketo_source import marketo_source
 from marketo_source.sandbox import MarketoSandbox
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS, RUN_REPORTS_TABLE
 
-from tests.destinations import stored_tables, table_rows
+from tests.destinations import stored_tables
+from tests.destinations import table_rows as table_rows  # re-exported: the tests read tables through helpers
 from tests.expected import (
     REJECTED_TABLE,
     Keys,
@@ -31,8 +32,8 @@ from tests.expected import (
     whole_row_key,
 )
 
-SMALL_DATA = dict(seed=7, leads=80, activities=4000, days=20, start_date="2026-10-01T00:00:00Z")
-FAST_CLIENT = dict(rate_limit_calls=1000, rate_limit_period_s=1.0, max_concurrency=5, max_attempts=4)
+SMALL_DATA: Dict[str, Any] = dict(seed=7, leads=80, activities=4000, days=20, start_date="2026-10-01T00:00:00Z")
+FAST_CLIENT: Dict[str, Any] = dict(rate_limit_calls=1000, rate_limit_period_s=1.0, max_concurrency=5, max_attempts=4)
 
 
 def source_for(sandbox: MarketoSandbox, **kwargs: Any) -> Any:

@@ -11,10 +11,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import dlt
 import pytest
+from dlt.common.schema.typing import TColumnSchema
 
 from marketo_source.sandbox import DEMO_DATA, DataSpec, MarketoSandbox
 
@@ -179,13 +180,20 @@ def _maker(kind: str, request: pytest.FixtureRequest, folder: Path) -> Callable[
     return pipeline_maker(kind, folder, credentials)
 
 
-def _table_hints(pipeline: dlt.Pipeline) -> Dict[str, Tuple[str, Dict[str, Tuple[str, bool, bool]]]]:
+def _table_hints(pipeline: dlt.Pipeline) -> Dict[str, Tuple[Optional[str], Dict[str, Tuple[str, bool, bool]]]]:
     """Per data table, its write disposition and, per column, dlt's data type, primary key, merge key."""
     schema = pipeline.default_schema
     return {
         table: (schema.tables[table]["write_disposition"], {
-            name: (column["data_type"], bool(column.get("primary_key")), bool(column.get("merge_key")))
+            name: (_data_type(column), bool(column.get("primary_key")), bool(column.get("merge_key")))
             for name, column in schema.get_table_columns(table).items()
         })
         for table in table_names(pipeline)
     }
+
+
+def _data_type(column: TColumnSchema) -> str:
+    """dlt's data type of a loaded column, which every loaded column has."""
+    data_type = column.get("data_type")
+    assert data_type is not None, f"column {column.get('name')} has no data type"
+    return data_type

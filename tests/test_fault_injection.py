@@ -37,6 +37,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from marketo_source import MarketoAuthError
 from marketo_source.sandbox import DataSpec, Fault, Limits, MarketoSandbox
+from marketo_source.sandbox.paging import TOKEN_ORDERS, TokenOrder
 
 from tests.expected import Keys
 from tests.helpers import (
@@ -83,7 +84,7 @@ class FaultPlan:
     client: Dict[str, Any]
     auto_add: tuple
     block_size: int
-    token_order: str
+    token_order: TokenOrder
     """How the sandbox's paging tokens mark their place (Marketo does not document it): seeds alternate."""
     quota_allowance: int
     """Calls the first run may make before the daily quota runs out."""
@@ -118,7 +119,7 @@ class FaultPlan:
             ),
             auto_add=(rng.randint(4, 12), rng.randint(1, 8), rng.randint(0, 3)),
             block_size=rng.choice((100, 200, 300)),
-            token_order=("commit", "date")[seed % 2],
+            token_order=TOKEN_ORDERS[seed % 2],
             quota_allowance=rng.randint(3, 30),
         )
 

@@ -1,7 +1,7 @@
 """The source against the sandbox over real HTTP: every table equals the sandbox's ground truth."""
 
 import time
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
@@ -321,7 +321,8 @@ def test_access_denied_is_named(sandbox: MarketoSandbox, make_pipeline: Any) -> 
 
 
 def _cause(error: BaseException, kind: type) -> BaseException:
-    while error is not None and not isinstance(error, kind):
-        error = error.__cause__ or error.__context__
-    assert error is not None, f"no {kind.__name__} behind the failure"
-    return error
+    cause: Optional[BaseException] = error
+    while cause is not None and not isinstance(cause, kind):
+        cause = cause.__cause__ or cause.__context__
+    assert cause is not None, f"no {kind.__name__} behind the failure"
+    return cause

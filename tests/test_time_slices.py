@@ -13,13 +13,14 @@ import pytest
 from marketo_source import settings
 from marketo_source.errors import MarketoConfigurationError
 from marketo_source.sandbox import DataSpec, Fault, Limits, MarketoSandbox
+from marketo_source.sandbox.paging import TokenOrder
 
 from tests.helpers import assert_everything_matches, source_for
 
 SLICED = dict(time_slices=True, time_slice_overlap_minutes=30, late_commit_minutes=30, max_concurrency=10)
 
 
-def slow_sandbox_of(token_order: str) -> MarketoSandbox:
+def slow_sandbox_of(token_order: TokenOrder) -> MarketoSandbox:
     """12,000 activities over the 12 days up to now, scanned 200 log positions per call, 50 ms per
     answer: slow enough that the calls, not the consumers, hold the runs back.
 
@@ -95,7 +96,7 @@ def test_runs_stopped_mid_slice_resume_every_slice(
 
 @pytest.mark.parametrize("token_order", ["commit", "date"])
 def test_sliced_runs_stopped_half_way_while_late_commits_arrive_end_exact(
-    token_order: str, make_pipeline: Any, eager_slicing: None
+    token_order: TokenOrder, make_pipeline: Any, eager_slicing: None
 ) -> None:
     """Slices stay exact for activities recorded up to the late-commit window late (an hour for
     Send Email and Email Delivered here), whichever way Marketo's tokens work."""

@@ -93,7 +93,7 @@ def _declared_by_package(function: _Function) -> _Function:
                  name="marketo_custom_activities", spec=MarketoDestinationConfiguration)
 @signature_of(MarketoDestinationConfiguration, _positional("items", TDataItems), _positional("table", TTableSchema))
 @_declared_by_package
-def marketo_custom_activities(items: TDataItems, table: TTableSchema, **settings: Any) -> None:
+def marketo_custom_activities(items: TDataItems, table: TTableSchema, /, **settings: Any) -> None:
     """A dlt destination that adds each row of any table to Marketo as a custom activity, once.
 
     Args:

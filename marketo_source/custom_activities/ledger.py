@@ -18,7 +18,7 @@ from marketo_source.schema import parse_timestamp
 DEFAULT_LEDGER_PATH = settings.DEFAULT_LEDGER_PATH
 LEDGER_TABLE = "custom_activity_results"
 
-_LEDGER_SCHEMA = pa.schema([
+_LEDGER_COLUMNS: List[Tuple[str, pa.DataType]] = [
     ("row_key", pa.string()),
     ("status", pa.string()),
     ("marketo_guid", pa.string()),
@@ -31,7 +31,8 @@ _LEDGER_SCHEMA = pa.schema([
     ("payload", pa.string()),
     ("load_id", pa.string()),
     ("updated_at", pa.timestamp("us")),
-])
+]
+_LEDGER_SCHEMA = pa.schema(_LEDGER_COLUMNS)
 _CREATE_LEDGER = f"""
 CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
     row_key VARCHAR PRIMARY KEY,
@@ -198,7 +199,8 @@ def _entry(
 
 
 def _filters(load_ids: Optional[Sequence[str]], status: Optional[str]) -> Tuple[str, List[Any]]:
-    conditions, params = ["TRUE"], []
+    conditions = ["TRUE"]
+    params: List[Any] = []
     if load_ids is not None:
         conditions.append("list_contains(?, load_id)")
         params.append(list(load_ids))

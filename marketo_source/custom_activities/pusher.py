@@ -245,7 +245,8 @@ def _sleep_until(moment_s: float) -> None:
 
 def _as_dicts(rows: Any) -> Iterable[Mapping[str, Any]]:
     # dlt hands the destination Arrow record batches when the pipeline loaded Arrow or pandas data.
-    return rows.to_pylist() if hasattr(rows, "to_pylist") else rows
+    dicts: Iterable[Mapping[str, Any]] = rows.to_pylist() if hasattr(rows, "to_pylist") else rows
+    return dicts
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[List[Any]]:

@@ -323,9 +323,9 @@ class DataGenerator:
         deletions = self._deletion_plan(others, start + span * 4 // 5)
         malformed = self._malformed_plan(len(others), set(deletions))
         for position, date_ms in enumerate(others):
-            lead_id = deletions.get(position)
-            if lead_id is not None:
-                yield self._delete_lead(lead_id, date_ms)
+            deleted_lead_id = deletions.get(position)
+            if deleted_lead_id is not None:
+                yield self._delete_lead(deleted_lead_id, date_ms)
             elif position in malformed:
                 yield self._malformed(self._activity(malformed[position][0], date_ms), malformed[position][1])
             else:

@@ -253,6 +253,7 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     """ThreadingHTTPServer with daemon threads that knows its SandboxApp."""
 
     daemon_threads = True
+    server_address: tuple[str, int]  # once bound, the IPv4 (host, port) the socket reports
 
     def __init__(self, address: tuple[str, int], app: SandboxApp) -> None:
         super().__init__(address, SandboxHandler)
