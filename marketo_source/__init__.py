@@ -18,9 +18,11 @@ from dlt.common.typing import TDataItem
 from dlt.sources import DltResource
 
 from marketo_source import resources, settings
+from marketo_source.budget import RunBudget, daily_usage, stop_reason_for
 from marketo_source.catalog import Catalog
-from marketo_source.crash_safety import discard_superseded_packages, duckdb_destination
 from marketo_source.client import MarketoClient
+from marketo_source.config import MarketoSourceConfiguration, signature_of
+from marketo_source.crash_safety import discard_superseded_packages, duckdb_destination
 from marketo_source.custom_activities import (
     ActivityLedger,
     CustomActivityPusher,
@@ -47,10 +49,8 @@ from marketo_source.errors import (
     MarketoWriteUncertain,
     marketo_error_behind,
 )
-from marketo_source.config import MarketoSourceConfiguration, signature_of
 from marketo_source.history import HistoryReader
 from marketo_source.options import parse_read_options, parse_time_slices
-from marketo_source.budget import RunBudget, daily_usage, stop_reason_for
 from marketo_source.paging import PagingTokens
 from marketo_source.run_report import RunProgress, StreamReport
 from marketo_source.scheduler import PageScheduler
@@ -76,7 +76,9 @@ def marketo_resources(config: MarketoSourceConfiguration, history: Optional[Hist
         config.max_concurrency,
         budget,
         max_waiting_pages=settings.MAX_WAITING_PAGES,
-        slice_overlap=parse_time_slices(config.time_slices, config.time_slice_overlap_minutes, options.late_commit_window),
+        slice_overlap=parse_time_slices(
+            config.time_slices, config.time_slice_overlap_minutes, options.late_commit_window
+        ),
         late_commit_window=options.late_commit_window,
     )
     run = resources.MarketoRun(
@@ -84,7 +86,8 @@ def marketo_resources(config: MarketoSourceConfiguration, history: Optional[Hist
     )
 
     def resource(read: Callable[[resources.MarketoRun], Iterator[TDataItem]], **hints: Any) -> DltResource:
-        return dlt.resource(_stop_cleanly(read, run), name=read.__name__, **hints)
+        made: DltResource = dlt.resource(_stop_cleanly(read, run), name=read.__name__, **hints)
+        return made
 
     incremental = dict(write_disposition="merge", primary_key="marketo_guid")
     # The catalogs merge rather than replace: dlt's replace on DuckDB truncates and inserts outside

@@ -295,7 +295,9 @@ class MarketoClient:
         self.max_attempts = connection.max_attempts
         self.backoff_base_s = connection.backoff_base_s
         self.backoff_max_s = connection.backoff_max_s
-        self.limiter = CallLimiter(connection.rate_limit_calls, connection.rate_limit_period_s, connection.max_concurrency)
+        self.limiter = CallLimiter(
+            connection.rate_limit_calls, connection.rate_limit_period_s, connection.max_concurrency
+        )
         self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connection.max_concurrency + 2)
         self._local = threading.local()
         self.auth = MarketoAuth(
@@ -310,14 +312,17 @@ class MarketoClient:
         self.retries: Counter[str] = Counter()
         """Failed attempts per reason (a Marketo code, an HTTP status or a network error)."""
         self.answer_s: Optional[float] = None
-        """How long Marketo takes to answer, lately: a moving mean over the last calls, waits for the rate limit left out."""
+        """How long Marketo takes to answer, lately: a moving mean over the last calls, waits for the
+        rate limit left out."""
         self._gate = gate
 
     @classmethod
     def connect(cls, connection: MarketoConnection, gate: Optional["CallGate"] = None) -> "MarketoClient":
         """A client for a resolved configuration (the source's, the destination's, or a connection)."""
         options = {name: getattr(connection, name) for name in _OPTIONS}
-        return cls(connection.base_url or "", connection.client_id or "", connection.client_secret or "", gate, **options)
+        return cls(
+            connection.base_url or "", connection.client_id or "", connection.client_secret or "", gate, **options
+        )
 
     def get(
         self,
@@ -491,6 +496,8 @@ _ADVICE = {
 }
 
 
-_OPTIONS = [name for name in MarketoConnection.get_resolvable_fields() if name not in ("base_url", "client_id", "client_secret")]
+_OPTIONS = [
+    name for name in MarketoConnection.get_resolvable_fields() if name not in ("base_url", "client_id", "client_secret")
+]
 """The settings of a connection besides the instance and its credentials."""
 

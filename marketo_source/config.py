@@ -159,6 +159,7 @@ def signature_of(spec: Type[BaseConfiguration], *leading: inspect.Parameter) -> 
     ]
 
     def give(function: _Function) -> _Function:
+        # inspect.signature reads __signature__, which the type of functions does not declare.
         function.__signature__ = inspect.Signature([*leading, *fields])  # type: ignore[attr-defined]
         return function
 

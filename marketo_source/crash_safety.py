@@ -7,16 +7,14 @@ Use `duckdb_destination` for DuckDB (it also bounds DuckDB's memory) and call
 from typing import List, Optional
 
 import dlt
-from dlt.common.destination import Destination
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
-
 
 DUCKDB_MEMORY_LIMIT = "128MB"
 """DuckDB's memory_limit while loading; past it DuckDB spills to disk. With its own default, 80 %
 of RAM, loading a million activities took 650-730 MB, with this limit 260-270 MB (the load alone,
-measured with the benchmark in tests/benchmarks). The cost shows on large loads: a table of 1.5 million rows loaded about
-3 times slower than unbounded. Lower limits stop wide tables: at 64MB a table of a million rows
-of about 800 bytes failed to load (DuckDB's Out of Memory, with 1 or 2 threads)."""
+measured with the benchmark in tests/benchmarks). The cost shows on large loads: a table of 1.5
+million rows loaded about 3 times slower than unbounded. Lower limits stop wide tables: at 64MB a
+table of a million rows of about 800 bytes failed to load (DuckDB's Out of Memory, with 1 or 2 threads)."""
 DUCKDB_THREADS = 1
 """DuckDB's threads. Each holds working memory of its own, and the load jobs already run beside
 each other: loading a million activities (2 cores) peaked at 285 MB with one thread and 2 jobs,
@@ -32,7 +30,7 @@ DUCKDB_LOAD_JOBS = 2
 def duckdb_destination(
     path: str, memory_limit: Optional[str] = DUCKDB_MEMORY_LIMIT, load_jobs: int = DUCKDB_LOAD_JOBS,
     threads: Optional[int] = DUCKDB_THREADS,
-) -> Destination:
+) -> dlt.destinations.duckdb:
     """DuckDB with transactions, and with bounded memory.
 
     dlt 1.31 declares no transactions for DuckDB, so a merge runs its DELETE and its INSERT

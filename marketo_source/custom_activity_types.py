@@ -342,7 +342,8 @@ class CustomActivityTypes:
 
     @staticmethod
     def _one(answer: Dict[str, Any]) -> Dict[str, Any]:
-        return (answer.get("result") or [{}])[0]
+        results: List[Dict[str, Any]] = answer.get("result") or [{}]
+        return results[0]
 
 
 def ensure_custom_activity_type(client: MarketoClient, definition: CustomActivityTypeDefinition) -> List[str]:

@@ -10,15 +10,16 @@ dlt 1.31 loads `merge` tables with `append` there, so rows read again repeat (se
 from typing import Literal, Optional
 
 import dlt
-from dlt.common.destination import Destination
 
 
 def filesystem_destination(bucket_url: Optional[str] = None,
-                           table_format: Optional[Literal["delta"]] = None) -> Destination:
+                           table_format: Optional[Literal["delta"]] = None) -> dlt.destinations.filesystem:
     """dlt's filesystem destination writing every table as Parquet, or as Delta tables.
 
     Without `bucket_url`, dlt reads it from `[destination.filesystem]` in `.dlt/config.toml` or
     from `DESTINATION__FILESYSTEM__BUCKET_URL`.
     """
-    return dlt.destinations.filesystem(bucket_url, preferred_loader_file_format="parquet",
+    # dlt annotates bucket_url as str, though its default, None, is what makes it read the configuration.
+    return dlt.destinations.filesystem(bucket_url,  # type: ignore[arg-type]
+                                       preferred_loader_file_format="parquet",
                                        preferred_table_format=table_format)

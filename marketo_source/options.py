@@ -122,7 +122,9 @@ def _str_list(value: Any, setting: str) -> Optional[List[str]]:
     return sorted(set(names))
 
 
-def parse_time_slices(enabled: Any, overlap_minutes: Any, late_commit_window: Optional[timedelta]) -> Optional[timedelta]:
+def parse_time_slices(
+    enabled: Any, overlap_minutes: Any, late_commit_window: Optional[timedelta]
+) -> Optional[timedelta]:
     """The overlap of time slices, or None when `time_slices` is off."""
     if not isinstance(enabled, bool):
         raise MarketoConfigurationError(f"time_slices must be true or false (got {enabled!r}).")

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from marketo_source import settings
 from marketo_source.client import MarketoClient
@@ -38,7 +38,7 @@ class PagingTokens:
 
     def __init__(self, client: MarketoClient) -> None:
         self._client = client
-        self._answers: Dict[str, "_TokenAnswer"] = {}
+        self._answers: Dict[str, _TokenAnswer] = {}
         self._lock = threading.Lock()
 
     def since(self, moment: datetime, urgent: bool = False) -> str:
@@ -74,7 +74,9 @@ class _TokenAnswer:
         # Shared while fresh: Marketo does not say when a token expires. A failed answer is asked again.
         if not self.token.done() or self.answered_at is None:
             return False
-        return self.token.exception() is not None or time.monotonic() - self.answered_at > settings.PAGING_TOKEN_SHARED_S
+        if self.token.exception() is not None:
+            return True
+        return time.monotonic() - self.answered_at > settings.PAGING_TOKEN_SHARED_S
 
 
 @dataclass(frozen=True)
@@ -247,19 +249,20 @@ def earliest_date(records: Sequence[Record]) -> Optional[datetime]:
     return _extreme_date(records, min)
 
 
-def _extreme_date(records: Sequence[Record], pick: Any) -> Optional[datetime]:
+def _extreme_date(records: Sequence[Record], pick: Callable[..., Any]) -> Optional[datetime]:
     """`pick` (min or max) of the activityDates of `records`.
 
     Marketo writes activityDate in whole seconds UTC, whose text sorts as the moments do: when
     every value has that form, only the one picked is parsed (half the cost of parsing each).
     """
-    dates = [record.get("activityDate") for record in records]
+    dates: List[Any] = [record.get("activityDate") for record in records]  # JSON: of any type, or missing
     if dates and all(type(d) is str for d in dates) and all(map(_WHOLE_SECONDS_UTC.fullmatch, dates)):
         try:
             return parse_timestamp(pick(d[:19] for d in dates) + "Z")
         except ValueError:
             pass  # the one picked is no datetime (a 13th month, say): parse them one by one
-    return pick(_timestamps(dates), default=None)
+    extreme: Optional[datetime] = pick(_timestamps(dates), default=None)
+    return extreme
 
 
 _WHOLE_SECONDS_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:Z|\+0000)")

@@ -123,7 +123,8 @@ def _catalog_tables(run: MarketoRun, report: StreamReport, tables: Dict[str, Rec
 def activities(run: MarketoRun) -> Iterator[TDataItem]:
     """Every activity of the chosen types, one table per type."""
     type_ids = run.catalog.activity_type_ids_to_read(run.options.activity_type_ids)
-    stream = _Stream(run, "activities", settings.ACTIVITIES_PATH, StreamState(dlt.current.resource_state(), per_type=True))
+    state = StreamState(dlt.current.resource_state(), per_type=True)
+    stream = _Stream(run, "activities", settings.ACTIVITIES_PATH, state)
     stream.plan(
         run.scopes(), {}, {str(t): [t] for t in type_ids},
         group_param="activityTypeIds", heavy={str(t) for t in type_ids if t in settings.HIGH_VOLUME_TYPE_IDS},
@@ -134,7 +135,8 @@ def activities(run: MarketoRun) -> Iterator[TDataItem]:
 def lead_changes(run: MarketoRun) -> Iterator[TDataItem]:
     """New Lead and Change Data Value activities, and one row per changed field."""
     fields = ",".join(run.catalog.lead_change_fields_to_read(run.options.lead_change_fields))
-    stream = _Stream(run, "lead_changes", settings.LEAD_CHANGES_PATH, StreamState(dlt.current.resource_state(), per_type=False))
+    state = StreamState(dlt.current.resource_state(), per_type=False)
+    stream = _Stream(run, "lead_changes", settings.LEAD_CHANGES_PATH, state)
     stream.plan(run.scopes(), {"fields": fields}, {None: settings.LEAD_CHANGE_TYPE_IDS})
     known = run.catalog.activity_types
     layout = TableLayout(
@@ -145,7 +147,8 @@ def lead_changes(run: MarketoRun) -> Iterator[TDataItem]:
 
 def deleted_leads(run: MarketoRun) -> Iterator[TDataItem]:
     """Delete Lead activities. Marketo keeps them 14 days: run at least that often."""
-    stream = _Stream(run, "deleted_leads", settings.DELETED_LEADS_PATH, StreamState(dlt.current.resource_state(), per_type=False))
+    state = StreamState(dlt.current.resource_state(), per_type=False)
+    stream = _Stream(run, "deleted_leads", settings.DELETED_LEADS_PATH, state)
     # Get Deleted Leads takes no lead or list filter: one position for every run.
     stream.plan([("all", {})], {}, {None: [settings.DELETE_LEAD_TYPE_ID]})
     metadata = run.catalog.activity_types.get(settings.DELETE_LEAD_TYPE_ID, {})
@@ -191,7 +194,9 @@ class _Stream:
             cursors = {key: (cursor_id, self.state.cursor(cursor_id)) for key, cursor_id in ids.items()}
             self.gaps += [
                 row for key, types in types_by_key.items()
-                if (row := retention_gap_row(self.name, scope, cursors[key][1], types, self.run.options.start, names, now))
+                if (row := retention_gap_row(
+                    self.name, scope, cursors[key][1], types, self.run.options.start, names, now
+                ))
             ]
             self.chains += chains_for_cursors(
                 self.path,
@@ -237,7 +242,8 @@ class _Stream:
         # Handing control back to dlt after each page lets it start and drain the other streams,
         # so that their calls run alongside this one's.
         yield []
-        for item in _alternate([iter(stream_pages), *(self._history(scope, claim) for scope, claim in self.claims.items())]):
+        histories = [self._history(scope, claim) for scope, claim in self.claims.items()]
+        for item in _alternate([iter(stream_pages), *histories]):
             if item is None:
                 yield []
                 continue
@@ -273,7 +279,7 @@ class _Stream:
                 report.rows_reread += item.reread
         return item.records
 
-    def _positions(self) -> List[Optional[datetime]]:
+    def _positions(self) -> List[datetime]:
         start = self.run.options.start
         positions = [self.state.cursor(cursor_id).earliest(start) or start for cursor_id in self.cursor_ids]
         return positions + [claim.start for claim in self.state.claims().values() if not claim.done]

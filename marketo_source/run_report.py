@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from typing import Callable, Dict, List, Optional, Sequence, get_args
 
 from dlt.common.pipeline import current_pipeline
-from dlt.common.runtime.collector import NULL_COLLECTOR, Collector
+from dlt.common.runtime.collector import NULL_COLLECTOR
+from dlt.common.runtime.collector_base import Collector
 
 from marketo_source import settings
 from marketo_source.budget import RunBudget, StopReason
@@ -46,7 +47,8 @@ class RunProgress:
         calls = self._client.calls_made()
         allowed = self._budget.calls_allowed(calls)
         message = None if allowed is None else f"{allowed:,} calls left in the budget"
-        collector.update("Marketo API calls", inc=calls - self._calls_shown, message=message)
+        # dlt annotates message as str, but its default is None: no message.
+        collector.update("Marketo API calls", inc=calls - self._calls_shown, message=message)  # type: ignore[arg-type]
         self._calls_shown = calls
 
 

@@ -53,7 +53,7 @@ class PageScheduler:
         self._changed = threading.Condition(self._lock)
         """Notified whenever a stream gets an item or a chain ends."""
         self._pool: Optional[ThreadPoolExecutor] = None
-        self._open: List["StreamPages"] = []
+        self._open: List[StreamPages] = []
         self.stopped: Optional[StopReason] = None
 
     def pages(self, chains: Sequence[Chain], state: StreamState) -> "StreamPages":
@@ -159,7 +159,7 @@ class PageScheduler:
 
     # -- the consuming side (dlt's extract thread) --------------------------------------------
 
-    def next_item(self, stream: "StreamPages") -> Union[Item, None, "_Finished"]:
+    def next_item(self, stream: "StreamPages") -> Union[Item, "_Finished", None]:
         """The stream's next item; None when it has none but another stream has (let that one's
         consumer run); FINISHED when it has nothing left. Waits only while no stream has an item."""
         with self._changed:

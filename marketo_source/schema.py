@@ -5,9 +5,11 @@ Nothing is dropped: an attribute the metadata does not list lands as text, and a
 not fit its declared type lands as text in `<column>__v_text` beside the typed column.
 """
 
+from __future__ import annotations  # pa.Array[...] is a type for mypy only: Arrow's class takes no parameters
+
 import json
 from datetime import date, datetime, timezone
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -188,8 +190,8 @@ class TableRows:
         for column, (field, _) in self._layout.base_columns.items():
             self._cells[column] += [record.get(field) for record in records]
         padding = [None] * len(records)
-        for cells in self._attribute_cells:
-            cells += padding
+        for attribute_cells in self._attribute_cells:
+            attribute_cells += padding
         cells_of_name = self._cells_of_name
         for row, record in enumerate(records, first):
             for attribute in record.get("attributes") or ():
@@ -209,7 +211,7 @@ class TableRows:
 
     def to_arrow(self) -> Tuple[pa.Table, Rejects]:
         """One Arrow table with every column of the layout, and no records set aside."""
-        arrays: Dict[str, pa.Array] = {}
+        arrays: Dict[str, pa.Array[Any]] = {}
         for column, data_type in self._layout.column_types.items():
             typed, variants = typed_column(self._cells.get(column) or [None] * self._rows, data_type)
             arrays[column] = typed
@@ -218,7 +220,7 @@ class TableRows:
         return _table(arrays, (KEY_COLUMN,)), []
 
 
-def typed_column(cells: List[Any], data_type: str) -> Tuple[pa.Array, Optional[pa.Array]]:
+def typed_column(cells: List[Any], data_type: str) -> Tuple[pa.Array[Any], Optional[pa.Array[Any]]]:
     """A column of `data_type` from raw JSON values, and the text of values that do not fit.
 
     Arrow converts a whole column at once when it can; only a column holding values Arrow
@@ -239,7 +241,7 @@ def typed_column(cells: List[Any], data_type: str) -> Tuple[pa.Array, Optional[p
     return _typed_column_by_value(cells, data_type)
 
 
-def _as_text_array(cells: List[Any]) -> pa.Array:
+def _as_text_array(cells: List[Any]) -> pa.Array[Any]:
     try:
         return pa.array(cells, pa.string())  # all text already: no work per value
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -248,15 +250,15 @@ def _as_text_array(cells: List[Any]) -> pa.Array:
 
 def _text_of(value: Any) -> str:
     # Numbers print as JSON prints them; str() is several times cheaper than json.dumps.
-    kind = type(value)
-    if kind is str:
+    if type(value) is str:
         return value
+    kind = type(value)
     if kind is int or kind is float:
         return repr(value)
     return as_text(value)
 
 
-def _typed_column_by_value(cells: List[Any], data_type: str) -> Tuple[pa.Array, Optional[pa.Array]]:
+def _typed_column_by_value(cells: List[Any], data_type: str) -> Tuple[pa.Array[Any], Optional[pa.Array[Any]]]:
     convert = _CONVERTERS[data_type]
     typed: List[Any] = [None] * len(cells)
     variants: List[Any] = [None] * len(cells)
@@ -277,7 +279,9 @@ class FieldChangeRows:
     Values are kept as Marketo sent them and converted by whole columns in `to_arrow`.
     """
 
-    _FIELDS = {"field_id": "id", "field_name": "name", "old_value": "oldValue", "new_value": "newValue"}
+    _FIELDS: ClassVar[Dict[str, str]] = {
+        "field_id": "id", "field_name": "name", "old_value": "oldValue", "new_value": "newValue",
+    }
 
     def __init__(self) -> None:
         self._cells: Dict[str, List[Any]] = {column: [] for column in FIELD_CHANGE_COLUMNS}
@@ -299,7 +303,7 @@ class FieldChangeRows:
 
     def to_arrow(self) -> Tuple[pa.Table, Rejects]:
         """The rows, and the records set aside with their reasons."""
-        arrays: Dict[str, pa.Array] = {}
+        arrays: Dict[str, pa.Array[Any]] = {}
         for column, cells in self._cells.items():
             if column in ("old_value", "new_value"):
                 arrays[column] = _as_text_array(cells)
@@ -325,7 +329,7 @@ def rejects_to_arrow(stream: str, rejects: Rejects) -> pa.Table:
     )
 
 
-def _table(arrays: Dict[str, pa.Array], key: Sequence[str]) -> pa.Table:
+def _table(arrays: Dict[str, pa.Array[Any]], key: Sequence[str]) -> pa.Table:
     # Key columns are declared non-nullable, as dlt declares primary keys.
     fields = [pa.field(name, array.type, nullable=name not in key) for name, array in arrays.items()]
     return pa.Table.from_arrays(list(arrays.values()), schema=pa.schema(fields))

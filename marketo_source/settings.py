@@ -73,7 +73,7 @@ DEDICATED_STREAM_TYPE_IDS: FrozenSet[int] = frozenset({*LEAD_CHANGE_TYPE_IDS, DE
 
 RETENTION_DAYS: Dict[int, Optional[int]] = {
     37: 14,  # Delete Lead
-    **{type_id: 90 for type_id in (1, 3, 6, 7, 13, 19, 22, 24, 47)},
+    **dict.fromkeys((1, 3, 6, 7, 13, 19, 22, 24, 47), 90),
     12: None,  # New Lead is kept forever
 }
 """Days Marketo keeps each activity type (its activity log policy); None: forever."""

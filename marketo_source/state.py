@@ -157,7 +157,9 @@ class Cursor:
             recheck_from=_time(saved.get("recheck_from")),
             caught_up=bool(saved.get("caught_up")),
             slices=tuple(
-                Slice(_position_from_json(entry), parse_timestamp(entry["keep_before"]), parse_timestamp(entry["stop_at"]))
+                Slice(
+                    _position_from_json(entry), parse_timestamp(entry["keep_before"]), parse_timestamp(entry["stop_at"])
+                )
                 for entry in saved.get("slices") or ()
             ),
         )
@@ -168,7 +170,11 @@ class Cursor:
             saved.update(recheck_from=self.recheck_from.isoformat(), caught_up=self.caught_up)
         if self.slices:
             saved["slices"] = [
-                {**_position_to_json(s.position), "keep_before": s.keep_before.isoformat(), "stop_at": s.stop_at.isoformat()}
+                {
+                    **_position_to_json(s.position),
+                    "keep_before": s.keep_before.isoformat(),
+                    "stop_at": s.stop_at.isoformat(),
+                }
                 for s in self.slices
             ]
         return saved
@@ -318,7 +324,9 @@ def to_minute(moment: datetime) -> datetime:
 
 
 def _position_from_json(saved: Mapping[str, Any]) -> Position:
-    return Position(saved.get("token"), _time(saved.get("since")), _time(saved.get("newest")), _time(saved.get("position_at")))
+    return Position(
+        saved.get("token"), _time(saved.get("since")), _time(saved.get("newest")), _time(saved.get("position_at"))
+    )
 
 
 def _position_to_json(position: Position) -> Dict[str, Any]:

@@ -41,25 +41,23 @@ class StreamTables:
 
 
 FIELD_CHANGES_TABLE = "lead_field_changes"
-_TABLE_HINTS = {
-    name: dlt.mark.make_hints(table_name=name, **hints)
-    for name, hints in {
-        "activity_type_attributes": dict(primary_key=["activity_type_id", "name"]),
-        "custom_activity_types": dict(
-            columns={"created_at": {"data_type": "timestamp"}, "updated_at": {"data_type": "timestamp"}}
-        ),
-        "custom_activity_type_attributes": dict(primary_key=["activity_type_api_name", "api_name"]),
-        FIELD_CHANGES_TABLE: dict(primary_key=["marketo_guid", "field_id"]),
-        settings.REJECTED_TABLE: dict(write_disposition="append", primary_key=[]),
-        settings.RETENTION_GAPS_TABLE: dict(write_disposition="append", primary_key=[]),
-        settings.RUN_REPORTS_TABLE: dict(
-            write_disposition="append",
-            primary_key=[],
-            columns=[{"name": name, "data_type": data_type} for name, data_type in REPORT_COLUMNS.items()],
-        ),
-    }.items()
+_HINTS_OF_TABLE: Dict[str, Dict[str, Any]] = {
+    "activity_type_attributes": dict(primary_key=["activity_type_id", "name"]),
+    "custom_activity_types": dict(
+        columns={"created_at": {"data_type": "timestamp"}, "updated_at": {"data_type": "timestamp"}}
+    ),
+    "custom_activity_type_attributes": dict(primary_key=["activity_type_api_name", "api_name"]),
+    FIELD_CHANGES_TABLE: dict(primary_key=["marketo_guid", "field_id"]),
+    settings.REJECTED_TABLE: dict(write_disposition="append", primary_key=[]),
+    settings.RETENTION_GAPS_TABLE: dict(write_disposition="append", primary_key=[]),
+    settings.RUN_REPORTS_TABLE: dict(
+        write_disposition="append",
+        primary_key=[],
+        columns=[{"name": name, "data_type": data_type} for name, data_type in REPORT_COLUMNS.items()],
+    ),
 }
-"""Tables that do not share their resource's key or write disposition."""
+"""Tables that do not share their resource's key or write disposition, and their hints."""
+_TABLE_HINTS = {name: dlt.mark.make_hints(table_name=name, **hints) for name, hints in _HINTS_OF_TABLE.items()}
 
 
 class OneTable(StreamTables):

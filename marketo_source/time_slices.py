@@ -35,7 +35,9 @@ def bound_to_slice(chain: Chain, page: Page) -> None:
     known = [date for date in dates if date is not None]
     if chain.stop_at is not None and known and min(known) >= chain.stop_at:
         page.more = False
-    kept = [record for record, date in zip(page.records, dates) if date is None or date < chain.ends_before]
+    kept = [
+        record for record, date in zip(page.records, dates, strict=True) if date is None or date < chain.ends_before
+    ]
     if len(kept) < len(page.records):
         page.records, page.newest = kept, newest_date(kept)
 

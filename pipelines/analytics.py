@@ -40,6 +40,14 @@ EMAIL_ENGAGEMENT_BY_WEEK = """
 """
 """Weeks start on Monday, in UTC."""
 
+BUSIEST_LEAD = """
+    select lead_id from {dataset}.lead_field_changes
+    group by lead_id
+    order by count(*) desc, lead_id
+    limit 1
+"""
+"""The lead with the most field changes; the lowest id among equals."""
+
 
 def field_history(db: duckdb.DuckDBPyConnection, lead_id: int, dataset: str = "marketo") -> List[Tuple[Any, ...]]:
     """Every change of every field of one lead, oldest first."""
@@ -51,6 +59,13 @@ def email_engagement_by_week(db: duckdb.DuckDBPyConnection, dataset: str = "mark
     return db.execute(EMAIL_ENGAGEMENT_BY_WEEK.format(dataset=dataset)).fetchall()
 
 
+def _busiest_lead(db: duckdb.DuckDBPyConnection, dataset: str) -> int:
+    row = db.execute(BUSIEST_LEAD.format(dataset=dataset)).fetchone()
+    if row is None:
+        raise SystemExit(f"{dataset}.lead_field_changes is empty: name a lead with --lead-id")
+    return int(row[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", default="marketo_sandbox.duckdb")
@@ -58,16 +73,15 @@ def main() -> None:
     parser.add_argument("--lead-id", type=int, help="default: the lead with the most field changes")
     args = parser.parse_args()
     with duckdb.connect(args.database, read_only=True) as db:
-        lead_id = args.lead_id or db.execute(
-            f"select lead_id from {args.dataset}.lead_field_changes group by lead_id order by count(*) desc, lead_id limit 1"
-        ).fetchone()[0]
+        lead_id = args.lead_id or _busiest_lead(db, args.dataset)
         print(f"Field history of lead {lead_id}:")
         for when, field, old, new in field_history(db, lead_id, args.dataset):
             print(f"  {when:%Y-%m-%d %H:%M}  {field:<20} {old or '':<20} -> {new}")
         print("\nEmail engagement by week (Monday, UTC):")
         print(f"  {'week':<10} {'sent':>6} {'deliv.':>6} {'opened':>6} {'clicked':>7} {'open rate':>9} {'CTOR':>6}")
         for week, sent, delivered, opened, clicked, open_rate, ctor in email_engagement_by_week(db, args.dataset):
-            print(f"  {week}  {sent:>6} {delivered:>6} {opened:>6} {clicked:>7} {open_rate or 0:>9.3f} {ctor or 0:>6.3f}")
+            print(f"  {week}  {sent:>6} {delivered:>6} {opened:>6} {clicked:>7} "
+                  f"{open_rate or 0:>9.3f} {ctor or 0:>6.3f}")
 
 
 if __name__ == "__main__":

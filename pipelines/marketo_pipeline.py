@@ -23,9 +23,14 @@ os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", ARROW_ALLOCATOR)
 
 import dlt  # noqa: E402 (after the allocator is chosen)
 
-from marketo_source import discard_superseded_packages, duckdb_destination, marketo_error_behind, marketo_source
-from marketo_source.destinations import filesystem_destination
-from marketo_source.sandbox import DEMO_DATA, MarketoSandbox
+from marketo_source import (  # noqa: E402 (after the allocator is chosen)
+    discard_superseded_packages,
+    duckdb_destination,
+    marketo_error_behind,
+    marketo_source,
+)
+from marketo_source.destinations import filesystem_destination  # noqa: E402
+from marketo_source.sandbox import DEMO_DATA, MarketoSandbox  # noqa: E402
 
 _unlisted_pipeline = dlt.pipeline
 """dlt.pipeline under a name that `dlt deploy` does not read (see _pipeline)."""
@@ -66,7 +71,8 @@ def _progress(choice: str) -> Any:
     if choice != "auto":
         return choice
     period = 5.0 if sys.stdout.isatty() else 60.0
-    return dlt.progress.log(log_period=period, logger="stdout", dump_system_stats=False)
+    # dlt documents dlt.progress.log, which its module imports under that name without re-exporting it.
+    return dlt.progress.log(log_period=period, logger="stdout", dump_system_stats=False)  # type: ignore[attr-defined]
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -93,7 +99,7 @@ def _run(args: argparse.Namespace, source: Any, default_name: str = "marketo_pip
     name = args.pipeline_name or default_name
     # From dlt's config when not given (DESTINATION_TYPE): `dlt deploy` copies what a run read
     # from the environment into the deployment, so a deployed run loads where the local one did.
-    destination: Any = args.destination or dlt.config.get("destination_type") or "duckdb"
+    destination: Any = args.destination or dlt.config.get("destination_type", str) or "duckdb"
     if destination == "duckdb":
         # Named after the pipeline, not the dataset: DuckDB cannot tell a database file called
         # marketo.duckdb from a dataset (schema) called marketo.
@@ -117,14 +123,18 @@ def _pipeline(name: str, **settings: Any) -> dlt.Pipeline:
     dlt.pipeline(...) calls it sees and fails when one is computed. So the default pipeline, the
     one to deploy, gets a call with its name spelled out; the sandbox's and --pipeline-name's
     go through an alias that dlt deploy does not read."""
+    pipeline: dlt.Pipeline
     if name == "marketo_pipeline":
-        return dlt.pipeline(pipeline_name="marketo_pipeline", **settings)
-    return _unlisted_pipeline(pipeline_name=name, **settings)
+        pipeline = dlt.pipeline(pipeline_name="marketo_pipeline", **settings)
+    else:
+        pipeline = _unlisted_pipeline(pipeline_name=name, **settings)
+    return pipeline
 
 
 def _print_summary(pipeline: dlt.Pipeline) -> int:
     """Prints what the run loaded and spent; returns 1 if a stream stopped on a lasting failure."""
-    rows = pipeline.last_trace.last_normalize_info.row_counts if pipeline.last_trace else {}
+    normalized = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
+    rows = normalized.row_counts if normalized else {}
     state = pipeline.state.get("sources", {}).get("marketo", {})
     print(f"\nLoaded into {pipeline.destination.destination_name} dataset '{pipeline.dataset_name}':")
     for table, count in sorted(rows.items()):
@@ -134,7 +144,9 @@ def _print_summary(pipeline: dlt.Pipeline) -> int:
     print(f"Marketo API calls this run: {sum(calls.values()):,}")
     for path, count in sorted(calls.items()):
         print(f"  {path:<45} {count:>9,}")
-    reports = {name: resource["last_run"] for name, resource in state.get("resources", {}).items() if "last_run" in resource}
+    reports = {
+        name: resource["last_run"] for name, resource in state.get("resources", {}).items() if "last_run" in resource
+    }
     _print_streams(reports)
     return 1 if any(report["stopped"] == "error" for report in reports.values()) else 0
 

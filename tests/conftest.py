@@ -8,6 +8,7 @@ from typing import Any, Iterator, List
 import pytest
 
 from marketo_source.sandbox import DataSpec, MarketoSandbox
+
 from tests.destinations import pipeline_maker
 from tests.helpers import SMALL_DATA
 from tests.postgres_server import PostgresServer, PostgresUnavailable, server_binaries

@@ -20,11 +20,11 @@ import os
 import shutil
 import signal
 import sys
-from typing import Any, List
+from typing import Any, Callable, Dict, List
 
 import dlt
 from dlt.common.destination.client import RunnableLoadJob
-from dlt.common.runtime.collector import Collector
+from dlt.common.runtime.collector_base import Collector
 from dlt.common.storages.load_package import PackageStorage
 from dlt.destinations.impl.duckdb.sql_client import DuckDbSqlClient
 from dlt.destinations.sql_client import SqlClientBase
@@ -74,7 +74,8 @@ def die_after_truncate() -> None:
             print(f"TRUNCATED {' '.join(tables)}", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    SqlClientBase.truncate_tables = truncate_then_die  # type: ignore[method-assign]
+    # The failpoint: dlt's method replaced on purpose, which mypy does not allow.
+    SqlClientBase.truncate_tables = truncate_then_die  # type: ignore[method-assign, assignment]
 
 
 def die_after_insert(table: str) -> None:
@@ -91,9 +92,11 @@ def die_after_insert(table: str) -> None:
                 print(f"INSERTED {table}", flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)
 
+            # The failpoint: dlt's method replaced on purpose, which mypy does not allow.
             job.run = run_then_die  # type: ignore[method-assign]
         run_managed(job, *args)
 
+    # The failpoint: dlt's method replaced on purpose, which mypy does not allow.
     RunnableLoadJob.run_managed = run_managed_then_die  # type: ignore[method-assign]
 
 
@@ -109,7 +112,8 @@ def die_mid_merge(table: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return execute_sql(client, sql, *args, **kwargs)
 
-    DuckDbSqlClient.execute_sql = delete_then_die  # type: ignore[method-assign]
+    # The failpoint: dlt's method replaced on purpose, which mypy does not allow.
+    DuckDbSqlClient.execute_sql = delete_then_die  # type: ignore[method-assign, assignment]
 
 
 def die_mid_cleanup() -> None:
@@ -124,10 +128,11 @@ def die_mid_cleanup() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         delete_package(packages, load_id, not_exists_ok)
 
-    PackageStorage.delete_package = delete_halfway_then_die  # type: ignore[method-assign]
+    # The failpoint: dlt's method replaced on purpose, which mypy does not allow.
+    PackageStorage.delete_package = delete_halfway_then_die  # type: ignore[method-assign, assignment]
 
 
-FAILPOINTS = {
+FAILPOINTS: Dict[str, Callable[[str], None]] = {
     DIE_AFTER_TRUNCATE: lambda _: die_after_truncate(),
     DIE_AFTER_INSERT: die_after_insert,
     DIE_MID_MERGE: die_mid_merge,

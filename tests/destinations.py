@@ -61,10 +61,9 @@ def table_rows(pipeline: dlt.Pipeline, table: str) -> List[Dict[str, Any]]:
 
 
 def query_rows(pipeline: dlt.Pipeline, query: str) -> List[Dict[str, Any]]:
-    with pipeline.sql_client() as client:
-        with client.execute_query(query) as cursor:
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row)) for row in cursor.fetchall()]
+    with pipeline.sql_client() as client, client.execute_query(query) as cursor:
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def stored_tables(pipeline: dlt.Pipeline, tables: List[str]) -> List[str]:
@@ -107,7 +106,9 @@ def _agreed_columns(table: str, schemas: List[pa.Schema]) -> Dict[str, Tuple[str
     columns: Dict[str, Tuple[str, bool]] = {}
     for schema in schemas:
         for name, column in _arrow_columns(schema).items():
-            assert columns.setdefault(name, column) == column, f"{table}.{name}: {column} in one file, {columns[name]} in another"
+            assert columns.setdefault(name, column) == column, (
+                f"{table}.{name}: {column} in one file, {columns[name]} in another"
+            )
     return columns
 
 

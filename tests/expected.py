@@ -35,13 +35,13 @@ def table_of(type_name: str) -> str:
 def utc(text: str) -> datetime:
     match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:?\d\d)", text)
     assert match, f"unexpected datetime {text!r}"
-    moment = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S")
+    moment = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
     offset = match.group(2).replace(":", "")
     if offset != "Z":
         sign = 1 if offset[0] == "+" else -1
         minutes = sign * (int(offset[1:3]) * 60 + int(offset[3:5]))
         moment -= timedelta(minutes=minutes)
-    return moment.replace(tzinfo=timezone.utc)
+    return moment
 
 
 def typed(value: Any, data_type: Optional[str]) -> Any:
@@ -78,7 +78,8 @@ def expected_row(record: Dict[str, Any], attribute_types: Dict[str, str]) -> Dic
         try:
             row[column] = typed(attribute["value"], attribute_types.get(attribute["name"]))
         except ValueError:  # a value that does not fit lands as text beside the typed column
-            row[column + "__v_text"] = attribute["value"] if isinstance(attribute["value"], str) else json.dumps(attribute["value"])
+            value = attribute["value"]
+            row[column + "__v_text"] = value if isinstance(value, str) else json.dumps(value)
     return row
 
 
@@ -169,10 +170,14 @@ def expected_keys(truth: Dict[str, Any]) -> Keys:
             keys.setdefault(table_of(names.get(type_id, f"type {type_id}")), set()).add((record["marketoGUID"],))
     keys[REJECTED_TABLE] = {whole_row_key(row) for row in expected_rejects(truth)}
     keys["lead_changes"] = {(r["marketoGUID"],) for r in truth["lead_changes"]}
-    keys["lead_field_changes"] = {(r["marketoGUID"], f["id"]) for r in truth["lead_changes"] for f in r.get("fields") or []}
+    keys["lead_field_changes"] = {
+        (r["marketoGUID"], f["id"]) for r in truth["lead_changes"] for f in r.get("fields") or []
+    }
     keys["deleted_leads"] = {(r["marketoGUID"],) for r in truth["deleted_leads"]}
     keys["activity_types"] = {(t["id"],) for t in truth["activity_types"]}
-    keys["activity_type_attributes"] = {(t["id"], a["name"]) for t in truth["activity_types"] for a in t.get("attributes") or []}
+    keys["activity_type_attributes"] = {
+        (t["id"], a["name"]) for t in truth["activity_types"] for a in t.get("attributes") or []
+    }
     keys["custom_activity_types"] = {(t["apiName"],) for t in truth["custom_activity_types"]}
     keys["custom_activity_type_attributes"] = {
         (t["apiName"], a["apiName"]) for t in truth["custom_activity_types"] for a in t.get("attributes") or []

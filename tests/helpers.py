@@ -10,7 +10,8 @@ from marketo_source import marketo_source
 from marketo_source.sandbox import MarketoSandbox
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS, RUN_REPORTS_TABLE
 
-from tests.destinations import stored_tables, table_rows
+from tests.destinations import stored_tables
+from tests.destinations import table_rows as table_rows  # re-exported: the tests read tables through helpers
 from tests.expected import (
     REJECTED_TABLE,
     Keys,
@@ -31,8 +32,8 @@ from tests.expected import (
     whole_row_key,
 )
 
-SMALL_DATA = dict(seed=7, leads=80, activities=4000, days=20, start_date="2026-10-01T00:00:00Z")
-FAST_CLIENT = dict(rate_limit_calls=1000, rate_limit_period_s=1.0, max_concurrency=5, max_attempts=4)
+SMALL_DATA: Dict[str, Any] = dict(seed=7, leads=80, activities=4000, days=20, start_date="2026-10-01T00:00:00Z")
+FAST_CLIENT: Dict[str, Any] = dict(rate_limit_calls=1000, rate_limit_period_s=1.0, max_concurrency=5, max_attempts=4)
 
 
 def source_for(sandbox: MarketoSandbox, **kwargs: Any) -> Any:
@@ -132,7 +133,9 @@ def assert_lead_changes_match(pipeline: Any, truth: Dict[str, Any]) -> None:
     for record in records:
         assert normalized(loaded[record["marketoGUID"]]) == expected_row(record, column_types)
     expected_fields = {
-        (r["marketoGUID"], f["id"]): (f["name"], f.get("oldValue"), f.get("newValue"), r["leadId"], utc(r["activityDate"]))
+        (r["marketoGUID"], f["id"]): (
+            f["name"], f.get("oldValue"), f.get("newValue"), r["leadId"], utc(r["activityDate"])
+        )
         for r in records
         for f in r.get("fields") or []
     }
@@ -159,7 +162,8 @@ def assert_deleted_leads_match(pipeline: Any, truth: Dict[str, Any]) -> None:
 def assert_rejects_match(pipeline: Any, truth: Dict[str, Any]) -> int:
     """The rejected-records table holds each record Marketo sent without a key once, as sent; returns their number."""
     loaded = sorted((normalized(row) for row in table_rows(pipeline, REJECTED_TABLE)), key=repr)
-    assert loaded == sorted(expected_rejects(truth), key=repr), "the rejected records differ from Marketo's unkeyed records"
+    expected = sorted(expected_rejects(truth), key=repr)
+    assert loaded == expected, "the rejected records differ from Marketo's unkeyed records"
     return len(loaded)
 
 
@@ -167,7 +171,9 @@ def assert_catalog_matches(pipeline: Any, truth: Dict[str, Any]) -> None:
     """The activity types, custom types and their attributes equal Marketo's, value for value."""
     loaded_types = {row["id"]: normalized(row) for row in table_rows(pipeline, "activity_types")}
     assert loaded_types == {t["id"]: expected_activity_type_row(t) for t in truth["activity_types"]}
-    attributes = {(r["activity_type_id"], r["name"]): r["data_type"] for r in table_rows(pipeline, "activity_type_attributes")}
+    attributes = {
+        (r["activity_type_id"], r["name"]): r["data_type"] for r in table_rows(pipeline, "activity_type_attributes")
+    }
     assert attributes == {(t["id"], a["name"]): a["dataType"] for t in truth["activity_types"] for a in t["attributes"]}
     custom = {row["api_name"]: normalized(row) for row in table_rows(pipeline, "custom_activity_types")}
     assert custom == {t["apiName"]: expected_custom_type_row(t) for t in truth["custom_activity_types"]}

@@ -131,7 +131,7 @@ class PostgresServer:
             connection.close()
 
     def _run(self, program: str, *args: str) -> None:
-        command = self.run_as + [str(self.bin_dir / program), *args]
+        command = [*self.run_as, str(self.bin_dir / program), *args]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=self.root)
         if done.returncode != 0:
             raise RuntimeError(f"{program} failed ({done.returncode}): {done.stderr}\n{self.log_tail()}")

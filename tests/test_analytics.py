@@ -1,6 +1,5 @@
 """The analytics example answers from the loaded tables what the sandbox's ground truth says."""
 
-import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -10,11 +9,9 @@ import duckdb
 
 from marketo_source.sandbox import MarketoSandbox
 
+from pipelines.analytics import email_engagement_by_week, field_history
 from tests.expected import utc
 from tests.helpers import source_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pipelines"))
-from analytics import email_engagement_by_week, field_history  # noqa: E402
 
 EMAIL_EVENTS = {6: "sent", 7: "delivered", 10: "opened", 11: "clicked"}
 
@@ -27,7 +24,8 @@ def test_field_history_and_weekly_email_engagement_match_the_ground_truth(
     truth = sandbox.ground_truth()
 
     with duckdb.connect(str(tmp_path / "analytics.duckdb"), read_only=True) as db:
-        busiest = Counter(r["leadId"] for r in truth["lead_changes"] for _ in r.get("fields") or []).most_common(1)[0][0]
+        changes_per_lead = Counter(r["leadId"] for r in truth["lead_changes"] for _ in r.get("fields") or [])
+        busiest = changes_per_lead.most_common(1)[0][0]
         history = [(field, old, new) for _, field, old, new in field_history(db, busiest)]
         weeks = {row[0]: row[1:5] for row in email_engagement_by_week(db)}
 

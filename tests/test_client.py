@@ -1,5 +1,6 @@
 """The HTTP client against the sandbox: retries, new tokens, limits, long queries and clear errors."""
 
+import itertools
 import statistics
 import threading
 import time
@@ -196,7 +197,7 @@ def test_once_the_window_is_full_calls_are_paced_not_bursty(sandbox: MarketoSand
     # Unpaced, a window's 10 calls end together and a pause of about 0.45 s follows; paced, one
     # call starts every 50 ms, about 5 in a quarter of a second.
     after_first_window = sorted(at for at in ended if at >= 0.6)
-    gaps = [later - earlier for earlier, later in zip(after_first_window, after_first_window[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(after_first_window)]
     assert max(gaps) < 0.35, max(gaps)
     quarters = Counter(int(at / 0.25) for at in after_first_window)
     assert max(quarters.values()) <= 8, sorted(quarters.items())
@@ -217,7 +218,7 @@ def test_a_rejected_parameter_names_marketos_code(sandbox: MarketoSandbox) -> No
 
 
 @pytest.mark.parametrize(
-    "setting, value, message",
+    ("setting", "value", "message"),
     [
         ("lead_ids", ["12a"], "lead_ids holds '12a'"),
         ("activity_type_ids", [1, "two"], "activity_type_ids holds 'two'"),
@@ -235,7 +236,10 @@ def test_bad_settings_are_named(sandbox: MarketoSandbox, setting: str, value: An
         marketo_source(**{**settings, setting: value})
 
 
-@pytest.mark.parametrize("kind, resent", [("606", True), ("615", True), ("602", True), ("611", False), ("http502", False), ("reset", False)])
+@pytest.mark.parametrize(
+    ("kind", "resent"),
+    [("606", True), ("615", True), ("602", True), ("611", False), ("http502", False), ("reset", False)],
+)
 def test_a_write_is_resent_only_after_failures_answered_before_processing(
     sandbox: MarketoSandbox, kind: str, resent: bool
 ) -> None:

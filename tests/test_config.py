@@ -88,7 +88,7 @@ print(json.dumps({key: getattr(resolved, key) for key in json.loads(sys.argv[3])
 
 
 @pytest.mark.parametrize(
-    "spec, section, keys",
+    ("spec", "section", "keys"),
     [
         (MarketoSourceConfiguration, "sources.marketo", SOURCE_KEYS),
         (MarketoDestinationConfiguration, "destination.marketo_custom_activities", DESTINATION_KEYS),
@@ -100,7 +100,8 @@ def test_every_key_users_set_reaches_the_configuration(
 ) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith(("SOURCES__", "DESTINATION__"))}
     if where == "environment":
-        env.update({f"{section.upper().replace('.', '__')}__{key.upper()}": env_value(value) for key, value in keys.items()})
+        prefix = section.upper().replace(".", "__")
+        env.update({f"{prefix}__{key.upper()}": env_value(value) for key, value in keys.items()})
     else:
         (tmp_path / ".dlt").mkdir()
         for file, file_keys in (("secrets.toml", SECRETS), ("config.toml", set(keys) - SECRETS)):
@@ -124,7 +125,7 @@ def test_the_source_and_the_destination_take_exactly_the_declared_settings() -> 
 
 def test_settings_given_as_arguments_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCES__MARKETO__BASE_URL", "https://from-the-environment.mktorest.com")
-    with pytest.raises(MarketoConfigurationError, match="client_secret is not set. Put it under .sources.marketo."):
+    with pytest.raises(MarketoConfigurationError, match=r"client_secret is not set. Put it under .sources.marketo."):
         marketo_source(client_id="an-id")
     with pytest.raises(MarketoConfigurationError, match="max_concurrency must be between 1 and 10"):
         marketo_source(client_id="an-id", client_secret="a-secret", max_concurrency=11)

@@ -62,9 +62,10 @@ class Child:
                  settings: Optional[Dict[str, str]] = None) -> None:
         self.lines: List[str] = []
         self._changed = threading.Condition()
-        self._stderr = open(workdir / f"child_{number}.stderr", "w")
+        self._stderr = open(workdir / f"child_{number}.stderr", "w")  # noqa: SIM115 (the child writes to it; end() closes it)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.crash_child", str(workdir / "pipelines"), str(workdir / DUCKDB_FILE), *options],
+            [sys.executable, "-m", "tests.crash_child", str(workdir / "pipelines"), str(workdir / DUCKDB_FILE),
+             *options],
             cwd=workdir, env=child_environment(sandbox, start_date, workdir, settings or {}),
             stdout=subprocess.PIPE, stderr=self._stderr, text=True,
         )

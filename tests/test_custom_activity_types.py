@@ -214,7 +214,7 @@ def test_every_type_call(client: MarketoClient) -> None:
     assert "webinarAttendance" not in {t["apiName"] for t in types.list()}
     with pytest.raises(MarketoNotFound):
         types.describe("webinarAttendance")
-    with pytest.raises(MarketoConfigurationError, match="api_name '../leads'"):
+    with pytest.raises(MarketoConfigurationError, match=r"api_name '\.\./leads'"):
         types.approve("../leads")
 
 

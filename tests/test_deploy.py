@@ -26,6 +26,7 @@ import yaml
 from marketo_source import duckdb_destination
 from marketo_source.sandbox import DataSpec, MarketoSandbox
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS
+
 from tests.helpers import assert_everything_matches, loaded_keys, recent_start_date
 from tests.test_secrets import files_containing
 
@@ -130,7 +131,7 @@ def test_github_action_workflow_runs_the_script_on_the_schedule_with_secrets_fro
                    "and leaves a stray '}}' on the first; the README says how to fix the env block")
 def test_github_action_workflow_lists_every_secret(runs: Runs, github_action: subprocess.CompletedProcess) -> None:
     from_secrets = {name: value for name, value in _workflow(runs)["env"].items() if "secrets." in value}
-    assert from_secrets == {name: "${{ secrets.%s }}" % name for name in SECRET_NAMES}
+    assert from_secrets == {name: "${{ secrets." + name + " }}" for name in SECRET_NAMES}
 
 
 def test_airflow_composer_dag_and_the_settings_to_set_as_environment_variables(runs: Runs) -> None:

@@ -11,17 +11,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import dlt
 import pytest
+from dlt.common.schema.typing import TColumnSchema
 
 from marketo_source.sandbox import DEMO_DATA, DataSpec, MarketoSandbox
 
 from tests import helpers, test_incremental, test_source
 from tests.destinations import KINDS, native_columns, pipeline_maker, query_rows
 from tests.expected import key_columns
-from tests.test_pipeline_script import REPO
 from tests.helpers import (
     SMALL_DATA,
     assert_catalog_matches,
@@ -31,6 +31,7 @@ from tests.helpers import (
     table_names,
     table_rows,
 )
+from tests.test_pipeline_script import REPO
 
 SCENARIOS = [
     test_source.test_first_run_loads_exactly_the_sandbox_records,
@@ -63,12 +64,13 @@ NATIVE_TYPES: Dict[str, Dict[str, str]] = {
 
 
 @pytest.mark.parametrize(
-    "scenario, kind",
+    ("scenario", "kind"),
     [(s, k) for s in SCENARIOS for k in OTHER_KINDS if not (k in FILES and s in REREADING)],
     ids=lambda value: value.__name__.removeprefix("test_") if callable(value) else value,
 )
-def test_duckdb_scenario_on_another_destination(scenario: Callable[..., None], kind: str, request: pytest.FixtureRequest,
-                                                 tmp_path: Path) -> None:
+def test_duckdb_scenario_on_another_destination(
+    scenario: Callable[..., None], kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     # Each scenario asks for what it needs by name, as pytest would give it.
     wanted = inspect.signature(scenario).parameters
     arguments: Dict[str, Any] = {"make_pipeline": _maker(kind, request, tmp_path)}
@@ -118,8 +120,8 @@ def test_the_pipeline_script_loads_into(kind: str, request: pytest.FixtureReques
         settings = {"DESTINATION__FILESYSTEM__BUCKET_URL": pipeline.destination.config_params["bucket_url"]}
         options = ["--destination", "filesystem", "--table-format", "delta"]
     result = subprocess.run(
-        [sys.executable, str(REPO / "pipelines" / "marketo_pipeline.py"), "--sandbox", "--dataset", pipeline.dataset_name,
-         *options],
+        [sys.executable, str(REPO / "pipelines" / "marketo_pipeline.py"), "--sandbox",
+         "--dataset", pipeline.dataset_name, *options],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**os.environ, **settings, "DLT_DATA_DIR": str(tmp_path)},  # pipelines under tmp_path/pipelines, as make's
     )
@@ -178,13 +180,20 @@ def _maker(kind: str, request: pytest.FixtureRequest, folder: Path) -> Callable[
     return pipeline_maker(kind, folder, credentials)
 
 
-def _table_hints(pipeline: dlt.Pipeline) -> Dict[str, Tuple[str, Dict[str, Tuple[str, bool, bool]]]]:
+def _table_hints(pipeline: dlt.Pipeline) -> Dict[str, Tuple[Optional[str], Dict[str, Tuple[str, bool, bool]]]]:
     """Per data table, its write disposition and, per column, dlt's data type, primary key, merge key."""
     schema = pipeline.default_schema
     return {
         table: (schema.tables[table]["write_disposition"], {
-            name: (column["data_type"], bool(column.get("primary_key")), bool(column.get("merge_key")))
+            name: (_data_type(column), bool(column.get("primary_key")), bool(column.get("merge_key")))
             for name, column in schema.get_table_columns(table).items()
         })
         for table in table_names(pipeline)
     }
+
+
+def _data_type(column: TColumnSchema) -> str:
+    """dlt's data type of a loaded column, which every loaded column has."""
+    data_type = column.get("data_type")
+    assert data_type is not None, f"column {column.get('name')} has no data type"
+    return data_type

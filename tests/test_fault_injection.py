@@ -37,6 +37,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from marketo_source import MarketoAuthError
 from marketo_source.sandbox import DataSpec, Fault, Limits, MarketoSandbox
+from marketo_source.sandbox.paging import TOKEN_ORDERS, TokenOrder
 
 from tests.expected import Keys
 from tests.helpers import (
@@ -47,9 +48,13 @@ from tests.helpers import (
     source_for,
 )
 
-FAULT_KINDS = ("601", "602", "604", "606", "608", "611", "615", "713", "http500", "http502", "slow", "reset", "truncated")
+FAULT_KINDS = (
+    "601", "602", "604", "606", "608", "611", "615", "713", "http500", "http502", "slow", "reset", "truncated",
+)
 BURST_KINDS = tuple(kind for kind in FAULT_KINDS if kind != "slow")  # a burst of slow answers only costs time
-ENDPOINTS = ("activities", "lead_changes", "deleted_leads", "paging_token", "activity_types", "custom_types", "describe_leads")
+ENDPOINTS = (
+    "activities", "lead_changes", "deleted_leads", "paging_token", "activity_types", "custom_types", "describe_leads",
+)
 QUOTA_ANSWERS = "607 (quota)"
 READ_TIMEOUT_S = 0.5
 SLOW_S = 0.8
@@ -79,7 +84,7 @@ class FaultPlan:
     client: Dict[str, Any]
     auto_add: tuple
     block_size: int
-    token_order: str
+    token_order: TokenOrder
     """How the sandbox's paging tokens mark their place (Marketo does not document it): seeds alternate."""
     quota_allowance: int
     """Calls the first run may make before the daily quota runs out."""
@@ -89,7 +94,8 @@ class FaultPlan:
         rng = random.Random(seed)
         max_attempts = rng.choice((3, 4, 5))
         first_burst_call = rng.randint(5, 40)
-        burst = Fault(rng.choice(BURST_KINDS), calls=tuple(range(first_burst_call, first_burst_call + 4 * max_attempts)))
+        burst_calls = tuple(range(first_burst_call, first_burst_call + 4 * max_attempts))
+        burst = Fault(rng.choice(BURST_KINDS), calls=burst_calls)
         scattered = [
             Fault(
                 kind,
@@ -113,13 +119,14 @@ class FaultPlan:
             ),
             auto_add=(rng.randint(4, 12), rng.randint(1, 8), rng.randint(0, 3)),
             block_size=rng.choice((100, 200, 300)),
-            token_order=("commit", "date")[seed % 2],
+            token_order=TOKEN_ORDERS[seed % 2],
             quota_allowance=rng.randint(3, 30),
         )
 
     def sandbox(self) -> MarketoSandbox:
         """The sandbox of this plan, not started; no rate window, so that every 606 is an injected one."""
-        data = DataSpec(seed=self.seed, leads=40, activities=1500, days=10, start_date=self.start_date, auto_add=self.auto_add)
+        data = DataSpec(seed=self.seed, leads=40, activities=1500, days=10, start_date=self.start_date,
+                        auto_add=self.auto_add)
         return MarketoSandbox(data=data, block_size=self.block_size, limits=Limits(calls_per_window=None),
                               faults=self.faults, fault_seed=self.seed, token_order=self.token_order)
 
@@ -299,7 +306,9 @@ def test_a_catalog_read_stopped_by_a_fault_keeps_the_types_loaded_before(kind: s
         pipeline = make_pipeline()
         pipeline.run(source_for(sandbox, start_date=start))
         before = loaded_keys(pipeline)
-        sandbox.set_faults([Fault(kind, probability=1.0, endpoint=endpoint) for endpoint in ("activity_types", "custom_types")])
+        sandbox.set_faults(
+            [Fault(kind, probability=1.0, endpoint=endpoint) for endpoint in ("activity_types", "custom_types")]
+        )
 
         pipeline.run(source_for(sandbox, start_date=start, max_attempts=2, backoff_base_s=0.01, backoff_max_s=0.02))
 

@@ -1,4 +1,5 @@
-"""How the activities stream groups its types, at most 10 a call (issue 5: sparse types cost as few calls as possible)."""
+"""How the activities stream groups its types, at most 10 a call (issue 5: sparse types cost as few
+calls as possible)."""
 
 from marketo_source import settings
 from marketo_source.chains import groups_of

@@ -127,7 +127,8 @@ def test_a_reader_that_stops_half_way_goes_on_from_its_progress_the_next_run(mak
             pipeline.run(source_with(reader, sandbox))
             complete_until.append(last_runs(pipeline)["activities"]["position_to"])
             sandbox.add_activities(new=10, late=10)
-            claims = [pipeline.state["sources"]["marketo"]["resources"][s]["history"]["all"] for s in ("activities", "lead_changes")]
+            resources = pipeline.state["sources"]["marketo"]["resources"]
+            claims = [resources[s]["history"]["all"] for s in ("activities", "lead_changes")]
             if all(claim["done"] for claim in claims):
                 break
         assert len(complete_until) > 3, "the reader was meant to need several runs"

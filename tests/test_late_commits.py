@@ -2,7 +2,6 @@
 functions (no server, no threads). The runs against the sandbox are in test_late_commits_runs.py."""
 
 from datetime import datetime, timedelta, timezone
-
 from typing import Any, Dict
 
 from marketo_source.late_commits import Recheck, latest_restart, recheck_floor, restart_point
@@ -53,7 +52,8 @@ def test_a_lookback_restarts_earlier_when_it_reaches_further() -> None:
     assert restart_point(saved(caught_up), lookback=3 * HOUR, recheck=True, latest=None) == T - 3 * HOUR
     assert restart_point(saved(caught_up), lookback=timedelta(minutes=10), recheck=True, latest=None) == T - HOUR
     half_way = {**caught_up, "caught_up": False}
-    assert restart_point(saved(half_way), lookback=timedelta(minutes=10), recheck=True, latest=None) == T - timedelta(minutes=10)
+    restart = restart_point(saved(half_way), lookback=timedelta(minutes=10), recheck=True, latest=None)
+    assert restart == T - timedelta(minutes=10)
 
 
 def test_a_first_read_has_nothing_to_recheck() -> None:

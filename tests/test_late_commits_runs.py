@@ -8,17 +8,18 @@ under both, for activities recorded up to an hour late, and the window must be w
 """
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List, Set, Tuple
 
 import pytest
 
 from marketo_source.sandbox import DataSpec, Lateness, Limits, MarketoSandbox
-
+from marketo_source.sandbox.paging import TokenOrder
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS as DEDICATED
+
 from tests.expected import expected_keys, utc
 from tests.helpers import assert_every_table_matches, loaded_keys, recent_start_date, source_for
 
-TOKEN_ORDERS = ("commit", "date")
+TOKEN_ORDERS: Tuple[TokenOrder, ...] = ("commit", "date")
 HOUR_S = 3600
 EVERY_STREAM_LATE = Lateness(
     default=(0, 5),  # seconds late
@@ -29,10 +30,10 @@ Lead, Change Data Value and Delete Lead activities that `lead_changes` and `dele
 every other type a few seconds late."""
 
 
-def live_sandbox(token_order: str, **data: Any) -> MarketoSandbox:
+def live_sandbox(token_order: TokenOrder, **data: Any) -> MarketoSandbox:
     """A sandbox whose log runs up to now, as a live instance's does: a reader that has read it
     has passed dates an hour back, so activities recorded an hour late lie behind its tokens."""
-    spec = dict(seed=21, leads=60, activities=2500, days=3, lateness=EVERY_STREAM_LATE)
+    spec: Dict[str, Any] = dict(seed=21, leads=60, activities=2500, days=3, lateness=EVERY_STREAM_LATE)
     start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=spec["days"])
     spec.update(data, start_date=start.strftime("%Y-%m-%dT%H:%M:%SZ"))
     return MarketoSandbox(data=DataSpec(**spec), block_size=200, token_order=token_order,
@@ -59,7 +60,7 @@ def last_runs(pipeline: Any) -> Dict[str, Dict[str, Any]]:
 
 @pytest.mark.parametrize("token_order", TOKEN_ORDERS)
 def test_five_incremental_runs_with_late_commits_load_exactly_marketos_data(
-    token_order: str, make_pipeline: Any
+    token_order: TokenOrder, make_pipeline: Any
 ) -> None:
     """After each run, every record Marketo held when it began is loaded once, and nothing else
     but what Marketo recorded while it read; once the recording stops, one run ends exact."""
@@ -94,7 +95,9 @@ def assert_loaded_between(pipeline: Any, held_before: Dict[str, Any], held_after
     for table in set(before) | set(after) | set(loaded):
         rows = loaded.get(table, set())
         missing, invented = before.get(table, set()) - rows, rows - after.get(table, set())
-        assert not missing, f"{table}: {len(missing)} rows Marketo held before the run are missing, e.g. {sorted(missing)[:3]}"
+        assert not missing, (
+            f"{table}: {len(missing)} rows Marketo held before the run are missing, e.g. {sorted(missing)[:3]}"
+        )
         assert not invented, f"{table}: {len(invented)} rows Marketo does not hold, e.g. {sorted(invented)[:3]}"
 
 
@@ -111,7 +114,7 @@ def test_without_the_window_date_ordered_tokens_lose_late_commits(make_pipeline:
 
 @pytest.mark.parametrize("token_order", TOKEN_ORDERS)
 def test_a_commit_later_than_the_window_is_missed_until_a_lookback_reaches_it(
-    token_order: str, make_pipeline: Any
+    token_order: TokenOrder, make_pipeline: Any
 ) -> None:
     with live_sandbox(token_order) as sandbox:
         default, wide = make_pipeline("default"), make_pipeline("wide")
@@ -132,7 +135,7 @@ def test_a_commit_later_than_the_window_is_missed_until_a_lookback_reaches_it(
 
 
 @pytest.mark.parametrize("token_order", TOKEN_ORDERS)
-def test_runs_stopped_half_way_while_late_commits_arrive_end_exact(token_order: str, make_pipeline: Any) -> None:
+def test_runs_stopped_half_way_while_late_commits_arrive_end_exact(token_order: TokenOrder, make_pipeline: Any) -> None:
     """Runs bounded to a few pages resume from their tokens and read the window again once they
     reach Marketo's end, so the late commits that arrive between them are all read."""
     with live_sandbox(token_order) as sandbox:
@@ -152,7 +155,7 @@ def test_runs_stopped_half_way_while_late_commits_arrive_end_exact(token_order: 
 
 
 @pytest.mark.parametrize("token_order", TOKEN_ORDERS)
-def test_lookback_and_the_window_together_end_exact(token_order: str, make_pipeline: Any) -> None:
+def test_lookback_and_the_window_together_end_exact(token_order: TokenOrder, make_pipeline: Any) -> None:
     with live_sandbox(token_order) as sandbox:
         pipeline = make_pipeline()
         for _ in range(3):
@@ -178,13 +181,15 @@ def test_state_saved_before_the_window_existed_reads_late_commits_on_its_next_ru
 
 
 @pytest.mark.parametrize("token_order", TOKEN_ORDERS)
-def test_what_is_read_again_is_counted_in_the_run_report(token_order: str, make_pipeline: Any) -> None:
+def test_what_is_read_again_is_counted_in_the_run_report(token_order: TokenOrder, make_pipeline: Any) -> None:
     with live_sandbox(token_order) as sandbox:
         pipeline = make_pipeline()
         pipeline.run(source(sandbox))
         first_truth = sandbox.ground_truth()["activities"]
         cursors = pipeline.state["sources"]["marketo"]["resources"]["activities"]["all"].values()
-        newest_read = max(utc(run["newest_activity_at"]) for run in last_runs(pipeline).values() if run["newest_activity_at"])
+        newest_read = max(
+            utc(run["newest_activity_at"]) for run in last_runs(pipeline).values() if run["newest_activity_at"]
+        )
         # Where the second run restarts: the window before the first run, no later than before its newest activity.
         restart = min(min(utc(cursor["recheck_from"]) for cursor in cursors),
                       (newest_read - timedelta(hours=1)).replace(second=0))
@@ -193,7 +198,10 @@ def test_what_is_read_again_is_counted_in_the_run_report(token_order: str, make_
         pipeline.run(source(sandbox))
 
         report = last_runs(pipeline)["activities"]
-        read_before = [r for r in first_truth if r["activityTypeId"] not in DEDICATED and utc(r["activityDate"]) >= restart]
+        read_before = [
+            r for r in first_truth if r["activityTypeId"] not in DEDICATED and utc(r["activityDate"]) >= restart
+        ]
         assert report["rows_reread"] == len(read_before) > 0
-        assert report["records"] - report["rows_reread"] == len([r for r in added if r["activityTypeId"] not in DEDICATED])
+        added_read = [r for r in added if r["activityTypeId"] not in DEDICATED]
+        assert report["records"] - report["rows_reread"] == len(added_read)
         assert 0 < report["reread_calls"] <= report["calls"]

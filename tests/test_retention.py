@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from marketo_source.sandbox import DataSpec, MarketoSandbox
 from marketo_source.retention import retention_gap
+from marketo_source.sandbox import DataSpec, MarketoSandbox
 from marketo_source.state import Cursor
 
 from tests.helpers import source_for, table_rows
@@ -42,9 +42,12 @@ def test_no_gap_when_the_position_is_within_retention(make_pipeline: Any) -> Non
 
 
 @pytest.mark.parametrize(
-    "cursor, days, expected",
+    ("cursor", "days", "expected"),
     [
-        ({"token": "t", "position_at": "2026-11-01T00:00:00+00:00"}, 14, (datetime(2026, 11, 1, tzinfo=timezone.utc), NOW - timedelta(days=14))),
+        (
+            {"token": "t", "position_at": "2026-11-01T00:00:00+00:00"}, 14,
+            (datetime(2026, 11, 1, tzinfo=timezone.utc), NOW - timedelta(days=14)),
+        ),
         ({"token": "t", "position_at": "2026-11-10T00:00:00+00:00"}, 14, None),
         ({}, 90, None),  # a first run from a start within 90 days
         ({}, 30, (datetime(2026, 10, 1, tzinfo=timezone.utc), NOW - timedelta(days=30))),

@@ -14,8 +14,8 @@ from marketo_source import MarketoConfigurationError
 from marketo_source.sandbox import MarketoSandbox
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS, RUN_REPORTS_TABLE
 
-from tests.helpers import assert_everything_matches, records_of_types, source_for, table_rows
-from tests.expected import utc
+from tests.expected import records_of_types, utc
+from tests.helpers import assert_everything_matches, source_for, table_rows
 
 PAGED_STREAMS = {"activities": "activities", "lead_changes": "lead_changes", "deleted_leads": "deleted_leads"}
 """Stream -> the sandbox's name for its endpoint in stats()["calls"]."""
@@ -106,7 +106,8 @@ def test_progress_shows_pages_records_and_calls(sandbox: MarketoSandbox, tmp_pat
         pipelines_dir=str(tmp_path),
         destination=dlt.destinations.duckdb(str(tmp_path / "progress.duckdb")),
         dataset_name="marketo",
-        progress=dlt.progress.log(log_period=3600, logger=shown, dump_system_stats=False),
+        # dlt documents dlt.progress.log, which its module imports under that name without re-exporting it.
+        progress=dlt.progress.log(log_period=3600, logger=shown, dump_system_stats=False),  # type: ignore[attr-defined]
     )
     pipeline.run(source_for(sandbox, daily_call_limit=40_000))
     (report,) = reports_by_load(pipeline)
@@ -115,7 +116,9 @@ def test_progress_shows_pages_records_and_calls(sandbox: MarketoSandbox, tmp_pat
         assert f"Marketo pages ({stream}): {report[stream]['pages']} " in text
         assert f"Marketo records ({stream}): {report[stream]['records']} " in text
     calls = sum(pipeline.state["sources"]["marketo"]["last_run_calls"].values())
-    shown_calls, left = re.search(r"Marketo API calls: (\d+) .*\[([\d,]+) calls left in the budget\]", text).groups()
+    calls_counter = re.search(r"Marketo API calls: (\d+) .*\[([\d,]+) calls left in the budget\]", text)
+    assert calls_counter, "no API calls counter in the progress log"
+    shown_calls, left = calls_counter.groups()
     assert int(shown_calls) == calls  # the last page was the last call
     assert int(left.replace(",", "")) == 40_000 - sandbox.stats()["quota_used"]
 
@@ -130,7 +133,7 @@ def test_daily_call_limit_leaves_the_rest_of_the_quota_to_other_integrations(
 
     (report,) = reports_by_load(pipeline)
     assert any(report[s]["stopped"] == "budget" for s in PAGED_STREAMS)
-    assert any("daily_call_limit (%d) reached" % limit in (report[s]["warnings"] or "") for s in PAGED_STREAMS)
+    assert any(f"daily_call_limit ({limit}) reached" in (report[s]["warnings"] or "") for s in PAGED_STREAMS)
     # The limit holds on Marketo's own count, every caller included, with five calls at once.
     assert sandbox.stats()["quota_used"] == limit
     assert sandbox.stats()["calls"]["usage"] == 1  # asked once: the run made fewer than 500 calls
@@ -148,7 +151,9 @@ def _another_integration_spends(sandbox: MarketoSandbox, calls: int) -> int:
     """Makes `calls` calls as another integration would; returns the instance's calls today."""
     token = requests.get(
         f"{sandbox.base_url}/identity/oauth/token",
-        params={"grant_type": "client_credentials", "client_id": sandbox.client_id, "client_secret": sandbox.client_secret},
+        params={
+            "grant_type": "client_credentials", "client_id": sandbox.client_id, "client_secret": sandbox.client_secret,
+        },
         timeout=10,
     ).json()["access_token"]
     for _ in range(calls):

@@ -1,7 +1,7 @@
 """The source against the sandbox over real HTTP: every table equals the sandbox's ground truth."""
 
 import time
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
@@ -63,7 +63,8 @@ def test_second_run_loads_exactly_the_new_activities(sandbox: MarketoSandbox, ma
     assert_everything_matches(pipeline, sandbox)
     added_here = [r for r in added if r["activityTypeId"] not in DEDICATED_STREAM_TYPE_IDS]
     last_run = pipeline.state["sources"]["marketo"]["resources"]["activities"]["last_run"]
-    assert last_run["records"] - last_run["rows_reread"] == len(added_here), "the second run read more than the new activities"
+    read_anew = last_run["records"] - last_run["rows_reread"]
+    assert read_anew == len(added_here), "the second run read more than the new activities"
 
 
 def test_tokens_renewed_before_expiry_and_replaced_after_602_mid_run(make_pipeline: Any) -> None:
@@ -91,8 +92,13 @@ def test_quota_exhausted_mid_run_keeps_what_was_read_and_the_next_run_completes(
     state = pipeline.state["sources"]["marketo"]["resources"]
     assert any(r.get("last_run", {}).get("stopped") == "quota" for r in state.values())
     truth = sandbox.ground_truth()
-    partial = sum(len(table_rows(pipeline, t)) for t in table_names(pipeline) if t.startswith("activity_") and t != "activity_types" and not t.startswith("activity_type_"))
-    assert 0 < partial < len(records_of_types(truth["activities"], [t["id"] for t in truth["activity_types"] if t["id"] not in DEDICATED_STREAM_TYPE_IDS]))
+    per_type_tables = [
+        t for t in table_names(pipeline)
+        if t.startswith("activity_") and t != "activity_types" and not t.startswith("activity_type_")
+    ]
+    partial = sum(len(table_rows(pipeline, t)) for t in per_type_tables)
+    shared_stream_types = [t["id"] for t in truth["activity_types"] if t["id"] not in DEDICATED_STREAM_TYPE_IDS]
+    assert 0 < partial < len(records_of_types(truth["activities"], shared_stream_types))
 
     sandbox.limits.daily_quota = None
     sandbox.reset_quota()
@@ -124,7 +130,7 @@ def test_a_new_activity_type_is_read_from_start_without_rereading_the_others(
         for lead in leads
     ]})["result"]
     added = [r for r in pushed if r["status"] == "added"]
-    added_leads = [lead for lead, r in zip(leads, pushed) if r["status"] == "added"]
+    added_leads = [lead for lead, r in zip(leads, pushed, strict=True) if r["status"] == "added"]
     assert added
 
     pipeline.run(source_for(sandbox))
@@ -147,7 +153,9 @@ def test_more_than_30_lead_ids_are_split_and_kept_apart_from_unfiltered_state(
 
     truth = sandbox.ground_truth()
     wanted = {t["id"] for t in truth["activity_types"] if t["id"] not in DEDICATED_STREAM_TYPE_IDS}
-    expected = {r["marketoGUID"] for r in truth["activities"] if r["leadId"] in lead_ids and r["activityTypeId"] in wanted}
+    expected = {
+        r["marketoGUID"] for r in truth["activities"] if r["leadId"] in lead_ids and r["activityTypeId"] in wanted
+    }
     loaded = set()
     for table in table_names(pipeline):
         if table.startswith("activity_") and not table.startswith("activity_type"):
@@ -204,7 +212,9 @@ def test_saved_token_refused_falls_back_to_the_saved_datetime(make_pipeline: Any
 
 def test_lead_change_fields_limit_the_changes_read(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
     truth = sandbox.ground_truth()
-    changed = sorted({f["name"] for r in truth["lead_changes"] for f in r.get("fields") or [] if r["activityTypeId"] == 13})
+    changed = sorted(
+        {f["name"] for r in truth["lead_changes"] for f in r.get("fields") or [] if r["activityTypeId"] == 13}
+    )
     chosen = changed[:2]
     pipeline = make_pipeline()
     pipeline.run(source_for(sandbox, lead_change_fields=chosen))
@@ -212,7 +222,10 @@ def test_lead_change_fields_limit_the_changes_read(sandbox: MarketoSandbox, make
     assert {r["activity_type_id"] for r in loaded} == {12, 13}
     field_names = {r["field_name"] for r in table_rows(pipeline, "lead_field_changes")}
     assert field_names and field_names <= set(chosen)
-    expected_13 = {r["marketoGUID"] for r in truth["lead_changes"] if r["activityTypeId"] == 13 and any(f["name"] in chosen for f in r["fields"])}
+    expected_13 = {
+        r["marketoGUID"] for r in truth["lead_changes"]
+        if r["activityTypeId"] == 13 and any(f["name"] in chosen for f in r["fields"])
+    }
     assert {r["marketo_guid"] for r in loaded if r["activity_type_id"] == 13} == expected_13
 
 
@@ -236,7 +249,9 @@ def test_a_bounded_run_commits_a_long_backfill_in_steps(sandbox: MarketoSandbox,
     assert_everything_matches(pipeline, sandbox)
 
 
-def test_a_lasting_failure_stops_the_stream_and_keeps_what_was_read(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+def test_a_lasting_failure_stops_the_stream_and_keeps_what_was_read(
+    sandbox: MarketoSandbox, make_pipeline: Any
+) -> None:
     from marketo_source.sandbox import Fault
 
     pipeline = make_pipeline()
@@ -276,7 +291,9 @@ def test_a_list_id_reads_only_that_lists_leads(sandbox: MarketoSandbox, make_pip
     pipeline = make_pipeline()
     pipeline.run(source_for(sandbox, list_id=5001))
     wanted = {t["id"] for t in truth["activity_types"] if t["id"] not in DEDICATED_STREAM_TYPE_IDS}
-    expected = {r["marketoGUID"] for r in truth["activities"] if r["leadId"] in members and r["activityTypeId"] in wanted}
+    expected = {
+        r["marketoGUID"] for r in truth["activities"] if r["leadId"] in members and r["activityTypeId"] in wanted
+    }
     loaded = set()
     for table in table_names(pipeline):
         if table.startswith("activity_") and not table.startswith("activity_type"):
@@ -304,7 +321,8 @@ def test_access_denied_is_named(sandbox: MarketoSandbox, make_pipeline: Any) -> 
 
 
 def _cause(error: BaseException, kind: type) -> BaseException:
-    while error is not None and not isinstance(error, kind):
-        error = error.__cause__ or error.__context__
-    assert error is not None, f"no {kind.__name__} behind the failure"
-    return error
+    cause: Optional[BaseException] = error
+    while cause is not None and not isinstance(cause, kind):
+        cause = cause.__cause__ or cause.__context__
+    assert cause is not None, f"no {kind.__name__} behind the failure"
+    return cause

@@ -42,7 +42,9 @@ def test_a_split_makes_the_latest_range_a_slice_and_starts_a_new_one() -> None:
 
 
 def test_a_slice_reads_on_until_its_end_then_is_dropped() -> None:
-    cursor = Cursor(Position(since=T), slices=(Slice(Position(token="s"), T, T + HOUR), Slice(Position(since=T - HOUR), T, T)))
+    cursor = Cursor(
+        Position(since=T), slices=(Slice(Position(token="s"), T, T + HOUR), Slice(Position(since=T - HOUR), T, T))
+    )
     moved = cursor.slice_read_on(None, PageRead("s2", T - HOUR, more=True), NOW)
     assert moved.slices[0].position == Position(token="s2", newest=T - HOUR, position_at=T - HOUR)
     done = moved.slice_read_on(None, PageRead("s3", None, more=False), NOW)
@@ -61,7 +63,10 @@ def test_a_refused_token_falls_back_to_the_newest_activity_fetched_or_the_slice_
 
 
 def test_where_a_cursor_stands_is_its_least_advanced_range() -> None:
-    cursor = Cursor(Position(token="a", position_at=T), slices=(Slice(Position(token="s"), T, T), Slice(Position(since=T - HOUR), T, T)))
+    cursor = Cursor(
+        Position(token="a", position_at=T),
+        slices=(Slice(Position(token="s"), T, T), Slice(Position(since=T - HOUR), T, T)),
+    )
     assert cursor.earliest(start=T - 50 * HOUR) == T - HOUR
     assert Cursor().earliest(start=T - 50 * HOUR) == T - 50 * HOUR
     assert Cursor(Position(token="a")).earliest(start=T) is None

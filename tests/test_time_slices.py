@@ -13,12 +13,14 @@ import pytest
 from marketo_source import settings
 from marketo_source.errors import MarketoConfigurationError
 from marketo_source.sandbox import DataSpec, Fault, Limits, MarketoSandbox
+from marketo_source.sandbox.paging import TokenOrder
+
 from tests.helpers import assert_everything_matches, source_for
 
 SLICED = dict(time_slices=True, time_slice_overlap_minutes=30, late_commit_minutes=30, max_concurrency=10)
 
 
-def slow_sandbox_of(token_order: str) -> MarketoSandbox:
+def slow_sandbox_of(token_order: TokenOrder) -> MarketoSandbox:
     """12,000 activities over the 12 days up to now, scanned 200 log positions per call, 50 ms per
     answer: slow enough that the calls, not the consumers, hold the runs back.
 
@@ -94,7 +96,7 @@ def test_runs_stopped_mid_slice_resume_every_slice(
 
 @pytest.mark.parametrize("token_order", ["commit", "date"])
 def test_sliced_runs_stopped_half_way_while_late_commits_arrive_end_exact(
-    token_order: str, make_pipeline: Any, eager_slicing: None
+    token_order: TokenOrder, make_pipeline: Any, eager_slicing: None
 ) -> None:
     """Slices stay exact for activities recorded up to the late-commit window late (an hour for
     Send Email and Email Delivered here), whichever way Marketo's tokens work."""
@@ -102,7 +104,7 @@ def test_sliced_runs_stopped_half_way_while_late_commits_arrive_end_exact(
         pipeline = make_pipeline()
         sliced = dict(time_slices=True, max_concurrency=10)  # the default overlap and late-commit window
         slices = 0
-        for run in range(40):
+        for _ in range(40):
             pipeline.run(source_for(sandbox, max_pages_per_run=40, **sliced))
             slices += sum(report["time_slices"] for report in _last_runs(pipeline).values())
             sandbox.add_activities(new=20, late=40)
@@ -146,23 +148,28 @@ def test_a_run_after_a_sliced_backfill_reads_only_what_is_new(
     pipeline.run(source_for(slow_sandbox, **SLICED))
 
     assert_everything_matches(pipeline, slow_sandbox)
-    runs = [run for name, run in _last_runs(pipeline).items() if name in ("activities", "lead_changes", "deleted_leads")]
+    runs = [
+        run for name, run in _last_runs(pipeline).items() if name in ("activities", "lead_changes", "deleted_leads")
+    ]
     assert sum(run["records"] - run["rows_reread"] for run in runs) == len(added)
 
 
 @pytest.mark.parametrize(
-    "settings_given, named",
+    ("settings_given", "named"),
     [
         (dict(time_slices="yes"), "time_slices must be true or false"),
         (dict(time_slices=True, time_slice_overlap_minutes=0), "time_slice_overlap_minutes must be more than 0"),
         (dict(time_slices=True, time_slice_overlap_minutes="soon"), "time_slice_overlap_minutes must be a number"),
-        (dict(time_slices=True, time_slice_overlap_minutes=30), "time_slice_overlap_minutes .30. is less than late_commit_minutes"),
+        (
+            dict(time_slices=True, time_slice_overlap_minutes=30),
+            "time_slice_overlap_minutes .30. is less than late_commit_minutes",
+        ),
     ],
 )
 def test_bad_time_slice_settings_are_named(settings_given: Dict[str, Any], named: str) -> None:
-    with MarketoSandbox(data=DataSpec(seed=1, leads=5, activities=10, days=2)) as sandbox:
-        with pytest.raises(MarketoConfigurationError, match=named):
-            source_for(sandbox, **settings_given)
+    with (MarketoSandbox(data=DataSpec(seed=1, leads=5, activities=10, days=2)) as sandbox,
+          pytest.raises(MarketoConfigurationError, match=named)):
+        source_for(sandbox, **settings_given)
 
 
 def _cursors(pipeline: Any) -> Iterator[Dict[str, Any]]:

@@ -61,9 +61,9 @@ _PUSHERS_GUARD = threading.Lock()
 
 def _pusher_for(config: MarketoDestinationConfiguration) -> CustomActivityPusher:
     client_settings = {name: getattr(config, name) for name in _CLIENT_OPTIONS}
-    key = _PusherKey(config.base_url or "", _credentials_fingerprint(config.client_id or "", config.client_secret or ""),
-                     config.ledger_path, config.activity_type_api_name, config.reconcile_after_s,
-                     tuple(sorted(client_settings.items())))
+    fingerprint = _credentials_fingerprint(config.client_id or "", config.client_secret or "")
+    key = _PusherKey(config.base_url or "", fingerprint, config.ledger_path, config.activity_type_api_name,
+                     config.reconcile_after_s, tuple(sorted(client_settings.items())))
     with _PUSHERS_GUARD:
         if key not in _PUSHERS:
             client = MarketoClient.connect(config)
@@ -72,7 +72,9 @@ def _pusher_for(config: MarketoDestinationConfiguration) -> CustomActivityPusher
         return _PUSHERS[key]
 
 
-_CLIENT_OPTIONS = [name for name in MarketoConnection.get_resolvable_fields() if name not in ("base_url", "client_id", "client_secret")]
+_CLIENT_OPTIONS = [
+    name for name in MarketoConnection.get_resolvable_fields() if name not in ("base_url", "client_id", "client_secret")
+]
 
 
 def _positional(name: str, annotation: Any) -> inspect.Parameter:
@@ -91,7 +93,7 @@ def _declared_by_package(function: _Function) -> _Function:
                  name="marketo_custom_activities", spec=MarketoDestinationConfiguration)
 @signature_of(MarketoDestinationConfiguration, _positional("items", TDataItems), _positional("table", TTableSchema))
 @_declared_by_package
-def marketo_custom_activities(items: TDataItems, table: TTableSchema, **settings: Any) -> None:
+def marketo_custom_activities(items: TDataItems, table: TTableSchema, /, **settings: Any) -> None:
     """A dlt destination that adds each row of any table to Marketo as a custom activity, once.
 
     Args:

@@ -125,6 +125,7 @@ class _RowMapper:
         return _Activity(_explicit_key(row) or _content_key(item), item)
 
     def _activity_type(self, row: Mapping[str, Any]) -> Dict[str, Any]:
+        value: Union[int, str]
         if row.get(TYPE_ID_COLUMN) is not None:
             column, value = TYPE_ID_COLUMN, _whole_number(row[TYPE_ID_COLUMN], TYPE_ID_COLUMN)
             found = self._types.find(type_id=value)

@@ -18,7 +18,7 @@ from marketo_source.schema import parse_timestamp
 DEFAULT_LEDGER_PATH = settings.DEFAULT_LEDGER_PATH
 LEDGER_TABLE = "custom_activity_results"
 
-_LEDGER_SCHEMA = pa.schema([
+_LEDGER_COLUMNS: List[Tuple[str, pa.DataType]] = [
     ("row_key", pa.string()),
     ("status", pa.string()),
     ("marketo_guid", pa.string()),
@@ -31,7 +31,8 @@ _LEDGER_SCHEMA = pa.schema([
     ("payload", pa.string()),
     ("load_id", pa.string()),
     ("updated_at", pa.timestamp("us")),
-])
+]
+_LEDGER_SCHEMA = pa.schema(_LEDGER_COLUMNS)
 _CREATE_LEDGER = f"""
 CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
     row_key VARCHAR PRIMARY KEY,
@@ -103,7 +104,7 @@ class ActivityLedger:
         cursor = self._connection.execute(f"SELECT * FROM {LEDGER_TABLE} WHERE {where} ORDER BY updated_at, row_key",
                                           params)
         names = [column[0] for column in cursor.description]
-        return [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def statuses(self, row_keys: Iterable[str]) -> Dict[str, str]:
         """Status of each key the ledger knows."""
@@ -198,7 +199,8 @@ def _entry(
 
 
 def _filters(load_ids: Optional[Sequence[str]], status: Optional[str]) -> Tuple[str, List[Any]]:
-    conditions, params = ["TRUE"], []
+    conditions = ["TRUE"]
+    params: List[Any] = []
     if load_ids is not None:
         conditions.append("list_contains(?, load_id)")
         params.append(list(load_ids))

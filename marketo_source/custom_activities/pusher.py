@@ -168,9 +168,9 @@ class _PushRun:
         return []
 
     def _record(self, batch: Sequence[_Activity], results: Sequence[Mapping[str, Any]]) -> None:
-        added = [(a, r) for a, r in zip(batch, results) if r.get("status") == "added"]
+        added = [(a, r) for a, r in zip(batch, results, strict=True) if r.get("status") == "added"]
         skipped = [(a, r.get("errors") or [{"code": "unknown", "message": f"status {r.get('status')!r}"}])
-                   for a, r in zip(batch, results) if r.get("status") != "added"]
+                   for a, r in zip(batch, results, strict=True) if r.get("status") != "added"]
         self.ledger.record_added(added, self.load_id)
         self.ledger.record_skipped(skipped, self.load_id)
         self.summary.added += len(added)
@@ -245,7 +245,8 @@ def _sleep_until(moment_s: float) -> None:
 
 def _as_dicts(rows: Any) -> Iterable[Mapping[str, Any]]:
     # dlt hands the destination Arrow record batches when the pipeline loaded Arrow or pandas data.
-    return rows.to_pylist() if hasattr(rows, "to_pylist") else rows
+    dicts: Iterable[Mapping[str, Any]] = rows.to_pylist() if hasattr(rows, "to_pylist") else rows
+    return dicts
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[List[Any]]:

@@ -139,12 +139,19 @@ def _custom(api_name: str, name: str, data_type: str, description: str = "") -> 
     return AttributeDef(name, data_type, api_name, description)
 
 
+def custom_api_name(attribute: AttributeDef) -> str:
+    """The API name of a custom attribute, which every custom attribute has."""
+    if attribute.api_name is None:
+        raise ValueError(f"attribute {attribute.name!r} has no API name: it is no custom attribute")
+    return attribute.api_name
+
+
 SEEDED_CUSTOM_TYPES: dict[str, CustomTypeVersion] = {
     "attendConference": CustomTypeVersion(
         name="Attend Conference", trigger_name="Attends Conference", filter_name="Attended Conference",
         description="Person attended a conference session",
         primary=_custom("conferenceName", "Conference Name", "string", "Name of the conference"),
-        attributes={a.api_name: a for a in (
+        attributes={custom_api_name(a): a for a in (
             _custom("sessionTitle", "Session Title", "string"),
             _custom("attendedAt", "Attended At", "datetime"),
             _custom("badgeScanned", "Badge Scanned", "boolean"),
@@ -157,7 +164,7 @@ SEEDED_CUSTOM_TYPES: dict[str, CustomTypeVersion] = {
         name="Product Usage", trigger_name="Uses Product", filter_name="Used Product",
         description="Usage reported by the product",
         primary=_custom("productName", "Product Name", "string"),
-        attributes={a.api_name: a for a in (
+        attributes={custom_api_name(a): a for a in (
             _custom("usageMinutes", "Usage Minutes", "integer"),
             _custom("usageScore", "Usage Score", "float"),
             _custom("lastSeenAt", "Last Seen At", "datetime"),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .catalog import CUSTOM_DATA_TYPES, CUSTOM_TYPE_FIRST_ID, AttributeDef, CustomTypeVersion
+from .catalog import CUSTOM_DATA_TYPES, CUSTOM_TYPE_FIRST_ID, AttributeDef, CustomTypeVersion, custom_api_name
 from .errors import ApiError, blank, invalid
 
 MAX_TYPES = 10
@@ -42,10 +42,18 @@ class CustomType:
             return "draft"
         return "approved with draft" if self.draft is not None else "approved"
 
+    @property
+    def latest(self) -> CustomTypeVersion:
+        """The draft when there is one, else the approved version: a type always has one of them."""
+        version = self.draft or self.approved
+        if version is None:
+            raise AssertionError(f"custom type {self.api_name} has neither a draft nor an approved version")
+        return version
+
     def editable_draft(self) -> CustomTypeVersion:
         """The draft, created from the approved version when there is none yet."""
         if self.draft is None:
-            self.draft = copy.deepcopy(self.approved)
+            self.draft = copy.deepcopy(self.latest)
         self.updated_at = _now()
         return self.draft
 
@@ -109,7 +117,7 @@ class CustomTypeRegistry:
 
     def render(self, custom_type: CustomType, draft: bool = False, status: str | None = None) -> dict[str, Any]:
         """Render a type as a CustomActivityType result entry (the approved version unless `draft`)."""
-        version = custom_type.draft if draft or custom_type.approved is None else custom_type.approved
+        version = custom_type.approved if not draft and custom_type.approved is not None else custom_type.latest
         return {
             "id": custom_type.id, "apiName": custom_type.api_name, "name": version.name,
             "description": version.description, "triggerName": version.trigger_name,
@@ -199,23 +207,23 @@ class CustomTypeRegistry:
         """Add attributes to the draft."""
         custom_type = self.get(api_name)
         new_attributes = [_parse_attribute(item) for item in _attribute_list(body)]
-        current = (custom_type.draft or custom_type.approved).attributes
+        current = custom_type.latest.attributes
         clashes = [a.api_name for a in new_attributes if a.api_name in current]
         if clashes:
             raise ApiError("709", f"Attribute '{clashes[0]}' already exists")
         if len(current) + len(new_attributes) > MAX_ATTRIBUTES:
             raise ApiError("1028", f"Max attributes per activity type reached ({MAX_ATTRIBUTES})")
         draft = custom_type.editable_draft()
-        draft.attributes.update({attribute.api_name: attribute for attribute in new_attributes})
+        draft.attributes.update({custom_api_name(attribute): attribute for attribute in new_attributes})
         return self.render(custom_type, draft=True)
 
     def update_attributes(self, api_name: str, body: Any) -> dict[str, Any]:
         """Replace existing attributes of the draft (matched by apiName)."""
         custom_type = self.get(api_name)
         updated = [_parse_attribute(item) for item in _attribute_list(body)]
-        self._require_known(custom_type, [attribute.api_name for attribute in updated])
+        self._require_known(custom_type, [custom_api_name(attribute) for attribute in updated])
         draft = custom_type.editable_draft()
-        draft.attributes.update({attribute.api_name: attribute for attribute in updated})
+        draft.attributes.update({custom_api_name(attribute): attribute for attribute in updated})
         return self.render(custom_type, draft=True)
 
     def delete_attributes(self, api_name: str, body: Any) -> dict[str, Any]:
@@ -230,7 +238,7 @@ class CustomTypeRegistry:
 
     @staticmethod
     def _require_known(custom_type: CustomType, names: list[str]) -> None:
-        current = (custom_type.draft or custom_type.approved).attributes
+        current = custom_type.latest.attributes
         unknown = [name for name in names if name not in current]
         if unknown:
             raise invalid(f"Attribute '{unknown[0]}' not found")

@@ -9,7 +9,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator
 
 from .catalog import (
-    CHANGE_DATA_VALUE, DELETE_LEAD, LEAD_FIELDS_BY_NAME, NEW_LEAD, STANDARD_TYPES_BY_ID, AttributeDef,
+    CHANGE_DATA_VALUE,
+    DELETE_LEAD,
+    LEAD_FIELDS_BY_NAME,
+    NEW_LEAD,
+    STANDARD_TYPES_BY_ID,
+    AttributeDef,
     CustomTypeVersion,
 )
 from .records import Activity, FieldChange
@@ -273,7 +278,7 @@ class DataGenerator:
         self.assets = {type_id: self._asset_pool(type_id) for type_id in STANDARD_TYPES_BY_ID}
         weights = dict(TYPE_WEIGHTS)
         if spec.custom_types:
-            weights.update({type_id: CUSTOM_TYPE_WEIGHT for type_id in custom_types})
+            weights.update(dict.fromkeys(custom_types, CUSTOM_TYPE_WEIGHT))
         self.type_wheel = [type_id for type_id, weight in weights.items() for _ in range(weight)]
 
     def _make_leads(self) -> dict[int, Lead]:
@@ -312,15 +317,15 @@ class DataGenerator:
         start = self.start_ms
         span = self.spec.days * MS_PER_DAY
         lead_dates = self._sorted_dates(start, start + span // 10, len(self.leads))
-        for lead_id, date_ms in zip(self.leads, lead_dates):
+        for lead_id, date_ms in zip(self.leads, lead_dates, strict=True):
             yield self._new_lead(lead_id, date_ms)
         others = self._sorted_dates(start + span // 10, start + span, max(0, self.spec.activities - len(self.leads)))
         deletions = self._deletion_plan(others, start + span * 4 // 5)
         malformed = self._malformed_plan(len(others), set(deletions))
         for position, date_ms in enumerate(others):
-            lead_id = deletions.get(position)
-            if lead_id is not None:
-                yield self._delete_lead(lead_id, date_ms)
+            deleted_lead_id = deletions.get(position)
+            if deleted_lead_id is not None:
+                yield self._delete_lead(deleted_lead_id, date_ms)
             elif position in malformed:
                 yield self._malformed(self._activity(malformed[position][0], date_ms), malformed[position][1])
             else:
@@ -332,14 +337,16 @@ class DataGenerator:
         kinds = [MALFORMED_KINDS[n % len(MALFORMED_KINDS)] for n in range(self.spec.malformed)]
         kinds += ["no_guid"] * self.spec.unkeyed
         positions = sorted(self.rng.sample(free, min(len(kinds), len(free))))
-        return {position: (VISIT_WEBPAGE, kind) for position, kind in zip(positions, kinds)}
+        # With fewer free positions than kinds, the kinds left over are not planted.
+        return {position: (VISIT_WEBPAGE, kind) for position, kind in zip(positions, kinds, strict=False)}
 
     @staticmethod
     def _malformed(activity: Activity, kind: str) -> Activity:
         if kind != "wrong_type":
             return replace(activity, malformed=kind)
-        broken = ({"name": "Personalized URL", "value": "n/a"},) + tuple(
-            a for a in activity.attributes if a["name"] != "Personalized URL"
+        broken = (
+            {"name": "Personalized URL", "value": "n/a"},
+            *(a for a in activity.attributes if a["name"] != "Personalized URL"),
         )
         return replace(activity, attributes=broken)
 
@@ -397,7 +404,7 @@ class DataGenerator:
         candidates = [position for position, date_ms in enumerate(dates) if date_ms >= from_ms]
         count = min(self.spec.deleted_lead_count(), len(candidates), len(self.leads) - 1)
         victims = self.rng.sample(list(self.leads), max(0, count))
-        return dict(zip(sorted(self.rng.sample(candidates, len(victims))), victims))
+        return dict(zip(sorted(self.rng.sample(candidates, len(victims))), victims, strict=True))
 
     def next_identity(self) -> tuple[int, str]:
         """A fresh (id, marketoGUID) pair for a new activity."""

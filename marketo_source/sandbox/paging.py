@@ -25,7 +25,7 @@ from .errors import invalid
 from .records import Activity
 
 TokenOrder = Literal["commit", "date"]
-TOKEN_ORDERS: tuple[str, ...] = get_args(TokenOrder)
+TOKEN_ORDERS: tuple[TokenOrder, ...] = get_args(TokenOrder)
 Mark = tuple[int, ...]
 """What a token carries besides its issue time; its fields depend on the token order."""
 
@@ -89,7 +89,7 @@ class DateOrder:
 
     token_fields = "qqq"
 
-    def __init__(self, dates: array) -> None:
+    def __init__(self, dates: array[int]) -> None:
         self.dates = dates  # the log's activityDate column, which the log appends to before `committed`
         self.ids = array("q")
         self.order = array("q")
@@ -163,7 +163,7 @@ class TokenCodec:
         return hmac.new(self.key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
-def paging_order(name: TokenOrder, dates: array) -> CommitOrder | DateOrder:
+def paging_order(name: TokenOrder, dates: array[int]) -> CommitOrder | DateOrder:
     """The paging order called `name` over the log's activityDate column.
 
     Raises:

@@ -208,10 +208,10 @@ class SandboxHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out in two writes; Nagle would delay the second 40 ms
     server: SandboxHTTPServer
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         self._serve("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve("POST")
 
     def _serve(self, method: str) -> None:
@@ -245,7 +245,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_connection = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (signature of the base class)
+    def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: tests and benchmarks make many calls."""
 
 
@@ -253,6 +253,7 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     """ThreadingHTTPServer with daemon threads that knows its SandboxApp."""
 
     daemon_threads = True
+    server_address: tuple[str, int]  # once bound, the IPv4 (host, port) the socket reports
 
     def __init__(self, address: tuple[str, int], app: SandboxApp) -> None:
         super().__init__(address, SandboxHandler)

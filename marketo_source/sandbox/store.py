@@ -13,8 +13,16 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .catalog import (
-    CHANGE_DATA_VALUE, DELETE_LEAD, LEAD_FIELDS, LEAD_FIELDS_BY_NAME, NEW_LEAD, SEEDED_CUSTOM_TYPES, STANDARD_TYPES,
-    custom_type_json, lead_field_json, standard_type_json,
+    CHANGE_DATA_VALUE,
+    DELETE_LEAD,
+    LEAD_FIELDS,
+    LEAD_FIELDS_BY_NAME,
+    NEW_LEAD,
+    SEEDED_CUSTOM_TYPES,
+    STANDARD_TYPES,
+    custom_type_json,
+    lead_field_json,
+    standard_type_json,
 )
 from .custom_types import CustomTypeRegistry
 from .errors import ApiError, invalid
@@ -192,12 +200,12 @@ class Store:
                           and (log.type_ids[p] == NEW_LEAD or log.changed_fields[p] in fields))
         elif query.view == "deleted_leads":
             checks.append(lambda p: log.type_ids[p] == DELETE_LEAD)
-        if query.type_ids is not None:
-            checks.append(lambda p: log.type_ids[p] in query.type_ids)
-        if query.lead_ids is not None:
-            checks.append(lambda p: log.lead_ids[p] in query.lead_ids)
-        if query.asset_ids is not None:
-            checks.append(lambda p: log.asset_ids[p] in query.asset_ids)
+        if (type_ids := query.type_ids) is not None:
+            checks.append(lambda p: log.type_ids[p] in type_ids)
+        if (lead_ids := query.lead_ids) is not None:
+            checks.append(lambda p: log.lead_ids[p] in lead_ids)
+        if (asset_ids := query.asset_ids) is not None:
+            checks.append(lambda p: log.asset_ids[p] in asset_ids)
         if len(checks) == 1:
             return checks[0]
         return lambda p: all(check(p) for check in checks)
@@ -278,7 +286,8 @@ class Store:
         if not isinstance(item, dict):
             raise invalid("Invalid activity")
         type_id, api_name, version = self._approved_type(item)
-        lead = self.generator.leads.get(item.get("leadId")) if isinstance(item.get("leadId"), int) else None
+        lead_id = item.get("leadId")
+        lead = self.generator.leads.get(lead_id) if isinstance(lead_id, int) else None
         if lead is None or lead.deleted:
             raise ApiError("1004", "Lead not found")
         date_ms = parse_datetime_ms(str(item.get("activityDate", "")))
@@ -336,7 +345,8 @@ class Store:
 
 
 def _parse(rendered: Iterable[bytes]) -> list[dict[str, Any]]:
-    return json.loads(b"[" + b",".join(rendered) + b"]")
+    records: list[dict[str, Any]] = json.loads(b"[" + b",".join(rendered) + b"]")
+    return records
 
 
 def lead_fields() -> list[dict[str, Any]]:

@@ -98,8 +98,10 @@ def measure(
             record(sandbox, per_step, first + step * schedule.step, schedule.step)
             for minutes, pipeline in pipelines.items():
                 results[minutes].append(run_once(sandbox, pipeline, start, minutes))
-            print(f"  {schedule.name} step {step + 1}/{schedule.runs}: " + ", ".join(
-                f"{minutes} min: {sum(results[minutes][-1]['calls'].values())} calls" for minutes in windows), flush=True)
+            calls = ", ".join(
+                f"{minutes} min: {sum(results[minutes][-1]['calls'].values())} calls" for minutes in windows
+            )
+            print(f"  {schedule.name} step {step + 1}/{schedule.runs}: {calls}", flush=True)
     return results
 
 

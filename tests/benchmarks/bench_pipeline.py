@@ -260,8 +260,8 @@ def report_memory(report: Report, results: List[dict]) -> None:
     for result in results:
         run = max(result["runs"], key=lambda r: r["pipeline"]["peak_rss_mb"])["pipeline"]
         steps = run["step_peak_rss_mb"] or {}
-        context = f"< 400; Arrow allocator {run['arrow_allocator']}; after imports {run['baseline_rss_mb']:.0f}" + "".join(
-            f"; {step} {peak:.0f}" for step, peak in steps.items())
+        context = (f"< 400; Arrow allocator {run['arrow_allocator']}; after imports {run['baseline_rss_mb']:.0f}"
+                   + "".join(f"; {step} {peak:.0f}" for step, peak in steps.items()))
         report.add("4 memory", f"{thousands(result['activities'])} activities", "peak RSS MB (VmHWM)",
                    f"{run['peak_rss_mb']:.0f}", context, verdict(run["peak_rss_mb"] < 400))
         peaks.append((result["activities"], run["peak_rss_mb"]))
@@ -402,7 +402,7 @@ def print_table(rows: Sequence[Tuple[str, ...]]) -> None:
     """Prints the rows as one aligned table."""
     widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
     for n, row in enumerate([HEADER, *rows]):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
         if n == 0:
             print("  ".join("-" * width for width in widths))
 
@@ -420,7 +420,7 @@ def machine() -> Dict[str, Any]:
 def write_json(path: Path, report: Report, meta: Dict[str, Any]) -> None:
     """Writes the table and the raw figures."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [dict(zip(HEADER, row)) for row in report.rows]
+    rows = [dict(zip(HEADER, row, strict=True)) for row in report.rows]
     path.write_text(json.dumps({"meta": meta, "goals": GOALS, "table": rows, "raw": report.raw}, indent=1,
                                default=str))
 
@@ -440,8 +440,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="Arrow's allocator in the pipeline (ARROW_DEFAULT_MEMORY_POOL); default: the one "
                              "pipelines/marketo_pipeline.py chooses")
     parser.add_argument("--duckdb-memory-limit", metavar="LIMIT",
-                        help="DuckDB's memory_limit for the load, e.g. 1GB, or none for DuckDB's default (80%% of RAM); "
-                             "default: duckdb_destination's")
+                        help="DuckDB's memory_limit for the load, e.g. 1GB, or none for DuckDB's default "
+                             "(80%% of RAM); default: duckdb_destination's")
     return parser.parse_args(argv)
 
 
@@ -465,8 +465,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for name in args.only or SECTIONS:
         SECTIONS[name](report, mode)
     meta.update(load_avg_end=os.getloadavg(), seconds=round(time.perf_counter() - started, 1))
-    print(f"mode {mode.name}; DuckDB memory_limit {meta['duckdb_memory_limit']}; {meta['cpus']} CPUs; load average at start "
-          f"{'/'.join(f'{x:.2f}' for x in meta['load_avg_start'])}, at end "
+    print(f"mode {mode.name}; DuckDB memory_limit {meta['duckdb_memory_limit']}; {meta['cpus']} CPUs; "
+          f"load average at start {'/'.join(f'{x:.2f}' for x in meta['load_avg_start'])}, at end "
           f"{'/'.join(f'{x:.2f}' for x in meta['load_avg_end'])}; {meta['seconds']} s; commit {meta['commit'][:10]}"
           f"{' + uncommitted source changes' if meta['source_changes_uncommitted'] else ''}")
     print("load = 1-minute load average when the row was taken; it includes this benchmark's own sandbox and "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, Iterator, List, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Sequence
 
 import requests
 
@@ -55,7 +55,7 @@ def create_types(session: requests.Session, base_url: str, count: int) -> Dict[s
 
 
 def _value(data_type: str, rng: random.Random) -> Any:
-    values = {
+    values: Dict[str, Callable[[], Any]] = {
         "string": lambda: rng.choice(("Webinar", "Café ☕", "東京 Summit", "Trial")),
         "integer": lambda: rng.randint(1, 99_999),
         "float": lambda: round(rng.uniform(0, 100), 2),

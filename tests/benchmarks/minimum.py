@@ -15,8 +15,8 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-from marketo_source.settings import HIGH_VOLUME_TYPE_IDS
 from marketo_source.chains import groups_of
+from marketo_source.settings import HIGH_VOLUME_TYPE_IDS
 
 MAX_TYPES_PER_CALL = 10
 BATCH_SIZE = 300
@@ -43,7 +43,7 @@ class LogShape:
     type_ids: List[int]
 
     @classmethod
-    def from_ground_truth(cls, truth: dict) -> "LogShape":
+    def from_ground_truth(cls, truth: dict) -> LogShape:
         """Builds the shape from the sandbox's ground truth (activities in commit order)."""
         positions: Dict[int, List[int]] = {}
         for position, record in enumerate(truth["activities"]):

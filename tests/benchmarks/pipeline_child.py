@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, TypedDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULT_PREFIX = "BENCH_RESULT "
@@ -62,6 +62,7 @@ def run_pipeline(config: Dict[str, Any]) -> Dict[str, Any]:
     # First, so that Arrow's allocator is the one the pipeline script chooses (unless the
     # environment names one: the benchmark's --arrow-allocator).
     import pipelines.marketo_pipeline  # noqa: F401
+    # isort: split
 
     import dlt
     import pyarrow
@@ -81,7 +82,8 @@ def run_pipeline(config: Dict[str, Any]) -> Dict[str, Any]:
                             dataset_name="marketo")
     seconds, cpu_seconds, step_peaks = _run_steps(pipeline, source)
     per_step = step_peaks.pop("per_step")
-    row_counts = dict(pipeline.last_trace.last_normalize_info.row_counts)
+    normalized = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
+    row_counts = dict(normalized.row_counts) if normalized else {}
     state = pipeline.state.get("sources", {}).get("marketo", {})
     last_runs = {name: r["last_run"] for name, r in state.get("resources", {}).items() if "last_run" in r}
     stops = {name: run["stopped"] for name, run in last_runs.items() if run["stopped"]}
@@ -101,7 +103,11 @@ MEMORY_LIMIT_VARIABLE = "MARKETO_BENCH_DUCKDB_MEMORY_LIMIT"
 """Set by the benchmark's --duckdb-memory-limit: DuckDB's memory_limit, or "none" for DuckDB's default."""
 
 
-def _memory_limit() -> Dict[str, Optional[str]]:
+class _MemoryLimit(TypedDict, total=False):
+    memory_limit: Optional[str]
+
+
+def _memory_limit() -> _MemoryLimit:
     """duckdb_destination's memory_limit argument, if the benchmark sets one."""
     limit = os.environ.get(MEMORY_LIMIT_VARIABLE)
     if limit is None:

@@ -90,7 +90,7 @@ class SandboxProcess:
         self.startup_s = 0.0
         self.session = requests.Session()
 
-    def __enter__(self) -> "SandboxProcess":
+    def __enter__(self) -> SandboxProcess:
         started = time.perf_counter()
         self.process = subprocess.Popen(self.options.command(), stdout=subprocess.PIPE, text=True)
         printed = dict(self._line().split("=", 1) for _ in range(3))

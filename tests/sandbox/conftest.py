@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import pytest
-from sandbox_helpers import TEST_DATA, Api
 
 from marketo_source.sandbox import Limits, MarketoSandbox
 
+from sandbox_helpers import TEST_DATA, Api, StartSandbox
+
 
 @pytest.fixture
-def start_sandbox(marketo_sandbox_factory: Callable[..., MarketoSandbox]) -> Callable[..., MarketoSandbox]:
+def start_sandbox(marketo_sandbox_factory: Callable[..., MarketoSandbox]) -> StartSandbox:
     """Start a sandbox with the test data (no rate limit unless given); stopped at teardown."""
 
     def start(**kwargs: Any) -> MarketoSandbox:
@@ -23,7 +24,7 @@ def start_sandbox(marketo_sandbox_factory: Callable[..., MarketoSandbox]) -> Cal
 
 
 @pytest.fixture
-def sandbox(start_sandbox: Callable[..., MarketoSandbox]) -> MarketoSandbox:
+def sandbox(start_sandbox: StartSandbox) -> MarketoSandbox:
     """A started sandbox with the test data and no rate limit."""
     return start_sandbox()
 

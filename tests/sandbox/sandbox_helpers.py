@@ -6,7 +6,7 @@ Every test talks to the sandbox over real HTTP on 127.0.0.1; nothing is mocked.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import requests
 
@@ -19,6 +19,9 @@ DENSE_TYPES = (1, 2, 3, 6, 7, 10, 11, 12, 13, 22)
 ACTIVITIES = "/rest/v1/activities.json"
 LEAD_CHANGES = "/rest/v1/activities/leadchanges.json"
 DELETED = "/rest/v1/activities/deletedleads.json"
+
+StartSandbox = Callable[..., MarketoSandbox]
+"""The start_sandbox fixture: starts a sandbox with the test data, given other settings."""
 
 
 class Api:

@@ -19,11 +19,12 @@ DENSE = ",".join(map(str, DENSE_TYPES))
 
 
 @contextmanager
-def _serving(*options: str) -> Iterator[tuple[subprocess.Popen, dict[str, str]]]:
+def _serving(*options: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
     """A sandbox CLI process with small data, and the base_url and credentials it printed."""
     command = [sys.executable, "-m", "marketo_source.sandbox", "--port", "0", "--leads", "20", "--activities", "300",
                *CREDENTIALS, *options]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None  # a pipe, as asked
     try:
         yield process, dict(process.stdout.readline().strip().split("=", 1) for _ in range(3))
     finally:
@@ -48,7 +49,7 @@ def test_cli_prints_credentials_serves_and_stops_on_signal(stop_signal: signal.S
         assert types["success"]
         process.send_signal(stop_signal)
         assert process.wait(timeout=10) == 0
-        assert process.stdout.read().strip() == "stopped"
+        assert process.stdout is not None and process.stdout.read().strip() == "stopped"
 
 
 def _read_to_the_end(session: requests.Session, base_url: str, token: str) -> tuple[int, str]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from sandbox_helpers import Api, epoch_s, error_code
 
 from marketo_source.sandbox import DataSpec, MarketoSandbox
+
+from sandbox_helpers import Api, StartSandbox, epoch_s, error_code
 
 TYPES = "/rest/v1/activities/types.json"
 
@@ -51,7 +52,7 @@ def test_add_activities_is_deterministic_per_seed_apart_from_the_clock() -> None
     assert _without_dates(first.add_activities(50, 50)) == _without_dates(second.add_activities(50, 50))
 
 
-def test_auto_add_keeps_adding_while_serving(start_sandbox) -> None:
+def test_auto_add_keeps_adding_while_serving(start_sandbox: StartSandbox) -> None:
     sandbox = start_sandbox(data=DataSpec(seed=3, leads=20, activities=300, start_date="2026-10-01",
                                           auto_add=(2, 3, 1)))
     api = Api(sandbox)

@@ -6,10 +6,11 @@ from dataclasses import replace
 from typing import Any, Callable
 
 import pytest
-from sandbox_helpers import TEST_DATA, Api, error_code
 
 from marketo_source.sandbox import MarketoSandbox
 from marketo_source.sandbox.__main__ import build_sandbox, parse_args
+
+from sandbox_helpers import TEST_DATA, Api, error_code
 
 EXTERNAL = "/rest/v1/activities/external"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import requests
-from sandbox_helpers import Api, error_code
+
+from sandbox_helpers import Api, StartSandbox, error_code
 
 TYPES = "/rest/v1/activities/types.json"
 
@@ -55,7 +56,7 @@ def test_missing_or_unknown_token_gets_601(api: Api) -> None:
     assert error_code(unknown.json()) == "601"
 
 
-def test_expired_token_gets_602_and_identity_issues_a_new_one(start_sandbox) -> None:
+def test_expired_token_gets_602_and_identity_issues_a_new_one(start_sandbox: StartSandbox) -> None:
     api = Api(start_sandbox(token_ttl_s=0.4))
     old_token = api.session.headers["Authorization"]
     assert api.get(TYPES)["success"] is True

@@ -8,9 +8,10 @@ from typing import Any, Callable
 
 import pytest
 import requests
-from sandbox_helpers import DELETED, LEAD_CHANGES, TEST_DATA, Api, epoch_s, guids, in_token_order
 
 from marketo_source.sandbox import DataSpec, Lateness, MarketoSandbox
+
+from sandbox_helpers import DELETED, LEAD_CHANGES, TEST_DATA, Api, epoch_s, guids, in_token_order
 
 THREE_HOURS_S = 3 * 3600
 
@@ -53,12 +54,12 @@ def test_lateness_s_dates_every_late_activity_exactly_that_long_ago(sandbox: Mar
 
 
 def test_negative_lateness_and_bad_ranges_are_refused(api: Api) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="lateness_s must not be negative"):
         api.sandbox.add_activities(late=1, lateness_s=-1)
     answer = requests.post(f"{api.base_url}/_sandbox/add-activities", json={"late": 1, "lateness_s": -1}, timeout=10)
     assert answer.status_code == 400
     for bad in ((5, 1), (-1, 5)):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="a lateness range needs 0 <= min_s <= max_s"):
             Lateness(default=bad)
     assert hash(DataSpec(lateness=Lateness(by_type=((6, (0, 10)),)))) is not None
 

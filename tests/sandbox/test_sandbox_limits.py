@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sandbox_helpers import Api, error_code
-
 from marketo_source.sandbox import Limits
+
+from sandbox_helpers import Api, StartSandbox, error_code
 
 TYPES = "/rest/v1/activities/types.json"
 
@@ -16,7 +16,7 @@ def _codes(api: Api, calls: int, path: str = TYPES) -> list[str]:
     return ["ok" if answer["success"] else error_code(answer) for answer in (api.get(path) for _ in range(calls))]
 
 
-def test_rate_window_answers_606_and_recovers(start_sandbox) -> None:
+def test_rate_window_answers_606_and_recovers(start_sandbox: StartSandbox) -> None:
     api = Api(start_sandbox(limits=Limits(calls_per_window=3, window_s=0.5)))
     answer = [api.get(TYPES) for _ in range(4)][-1]
     assert error_code(answer) == "606"
@@ -27,7 +27,7 @@ def test_rate_window_answers_606_and_recovers(start_sandbox) -> None:
     assert _codes(api, 3) == ["ok"] * 3  # ... so it is free again once the first three are 0.5 s old
 
 
-def test_concurrent_calls_beyond_the_limit_get_615(start_sandbox) -> None:
+def test_concurrent_calls_beyond_the_limit_get_615(start_sandbox: StartSandbox) -> None:
     sandbox = start_sandbox(limits=Limits(calls_per_window=None, max_concurrent=2, latency_s=0.3))
     api = Api(sandbox)
     clients = [Api(sandbox) for _ in range(6)]
@@ -39,7 +39,7 @@ def test_concurrent_calls_beyond_the_limit_get_615(start_sandbox) -> None:
     assert api.get(TYPES)["success"]
 
 
-def test_daily_quota_answers_607_until_reset(start_sandbox) -> None:
+def test_daily_quota_answers_607_until_reset(start_sandbox: StartSandbox) -> None:
     sandbox = start_sandbox(limits=Limits(calls_per_window=None, daily_quota=3))
     api = Api(sandbox)
     sandbox.expire_tokens()
@@ -51,7 +51,7 @@ def test_daily_quota_answers_607_until_reset(start_sandbox) -> None:
     assert _codes(api, 1) == ["ok"]
 
 
-def test_latency_applies_globally_and_per_endpoint(start_sandbox) -> None:
+def test_latency_applies_globally_and_per_endpoint(start_sandbox: StartSandbox) -> None:
     sandbox = start_sandbox(limits=Limits(calls_per_window=None, latency_s=0.2,
                                           endpoint_latency_s={"describe_leads": 0.5}))
     api = Api(sandbox)
@@ -64,7 +64,7 @@ def test_latency_applies_globally_and_per_endpoint(start_sandbox) -> None:
     assert durations["/rest/v1/leads/describe2.json"] >= 0.5
 
 
-def test_limits_change_while_running(start_sandbox) -> None:
+def test_limits_change_while_running(start_sandbox: StartSandbox) -> None:
     sandbox = start_sandbox()
     api = Api(sandbox)
     assert _codes(api, 3) == ["ok"] * 3

@@ -24,9 +24,10 @@ from typing import Any, Callable
 import jsonschema
 import pytest
 import requests
-from sandbox_helpers import Api
 
 from marketo_source.sandbox import Fault, Limits, MarketoSandbox
+
+from sandbox_helpers import Api
 
 SWAGGER_DIR = Path("/work/shared/marketo-api")
 ADDED_OR_SKIPPED = {"oneOf": [

@@ -7,9 +7,23 @@ or in activityDate order ("date"); most tests run under both, the resume tests s
 from __future__ import annotations
 
 import time
+from typing import Any
+
+from marketo_source.sandbox.paging import TokenOrder
 
 from sandbox_helpers import (
-    ACTIVITIES, DELETED, DENSE_TYPES, LEAD_CHANGES, START, Api, date_key, dense, error_code, guids, in_token_order,
+    ACTIVITIES,
+    DELETED,
+    DENSE_TYPES,
+    LEAD_CHANGES,
+    START,
+    Api,
+    StartSandbox,
+    date_key,
+    dense,
+    error_code,
+    guids,
+    in_token_order,
     iso,
 )
 
@@ -17,7 +31,7 @@ DENSE = ",".join(map(str, DENSE_TYPES))
 THREE_HOURS_S = 3 * 3600
 
 
-def test_full_read_returns_ground_truth_in_token_order(start_sandbox, token_order: str) -> None:
+def test_full_read_returns_ground_truth_in_token_order(start_sandbox: StartSandbox, token_order: TokenOrder) -> None:
     api = Api(start_sandbox(token_order=token_order, block_size=100))
     api.sandbox.add_activities(new=30, late=60)  # late commits after newer ones: commit and date order differ
     records, _ = api.read_all(ACTIVITIES, api.paging_token(), activityTypeIds=DENSE)
@@ -42,7 +56,9 @@ def test_batch_size_caps_pages_and_the_page_ends_after_its_last_record(ordered_a
     assert len(guids(records)) == len(records)
 
 
-def test_sparse_filter_gives_short_and_empty_pages_with_more_result(start_sandbox, token_order: str) -> None:
+def test_sparse_filter_gives_short_and_empty_pages_with_more_result(
+    start_sandbox: StartSandbox, token_order: TokenOrder
+) -> None:
     api = Api(start_sandbox(token_order=token_order, block_size=100))
     pages = list(api.pages(ACTIVITIES, api.paging_token(), activityTypeIds="37", batchSize=300))
     empty_but_more = [p for p in pages if not p["result"] and p["moreResult"]]
@@ -61,14 +77,14 @@ def test_since_datetime_skips_older_records(ordered_api: Api) -> None:
     assert records == expected and records
 
 
-def _read_to_the_end(api: Api, token: str) -> tuple[list[dict], str, tuple[str, int]]:
+def _read_to_the_end(api: Api, token: str) -> tuple[list[dict[str, Any]], str, tuple[str, int]]:
     """Records, final token and the final token's date mark: the key of the last activity, which the read scanned."""
     records, final = api.read_all(ACTIVITIES, token, activityTypeIds=DENSE)
     return records, final, max(map(date_key, api.sandbox.ground_truth()["activities"]))
 
 
 def test_final_token_resumes_with_exactly_what_was_committed_after_its_mark(ordered_api: Api,
-                                                                            token_order: str) -> None:
+                                                                            token_order: TokenOrder) -> None:
     api = ordered_api
     _, final, mark = _read_to_the_end(api, api.paging_token())
     assert api.read_all(ACTIVITIES, final, activityTypeIds=DENSE)[0] == []
@@ -82,7 +98,7 @@ def test_final_token_resumes_with_exactly_what_was_committed_after_its_mark(orde
 
 
 def test_late_commit_behind_the_final_token_is_found_only_in_commit_order(ordered_api: Api,
-                                                                           token_order: str) -> None:
+                                                                           token_order: TokenOrder) -> None:
     api = ordered_api
     _, final = api.read_all(ACTIVITIES, api.paging_token(), activityTypeIds=DENSE)
     api.sandbox.add_activities(new=10)
@@ -124,14 +140,14 @@ def test_garbage_and_tampered_tokens_are_refused(ordered_api: Api) -> None:
         assert answer["errors"][0]["message"] == "Invalid value for nextPageToken"
 
 
-def test_a_token_of_the_other_order_is_refused(start_sandbox) -> None:
+def test_a_token_of_the_other_order_is_refused(start_sandbox: StartSandbox) -> None:
     commit_api, date_api = Api(start_sandbox()), Api(start_sandbox(token_order="date"))
     for issuer, reader in ((commit_api, date_api), (date_api, commit_api)):
         answer = reader.get(ACTIVITIES, nextPageToken=issuer.paging_token(), activityTypeIds="1")
         assert error_code(answer) == "1003"
 
 
-def test_paging_token_ttl_expires_old_tokens(start_sandbox, token_order: str) -> None:
+def test_paging_token_ttl_expires_old_tokens(start_sandbox: StartSandbox, token_order: TokenOrder) -> None:
     api = Api(start_sandbox(paging_token_ttl_s=1, token_order=token_order))
     token = api.paging_token(START)
     assert api.get(ACTIVITIES, nextPageToken=token, activityTypeIds="1")["success"]

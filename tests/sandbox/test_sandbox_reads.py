@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from sandbox_helpers import DENSE_TYPES, Api, error_code
 
 ACTIVITIES = "/rest/v1/activities.json"

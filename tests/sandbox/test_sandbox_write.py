@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from sandbox_helpers import Api, error_code
 
 EXTERNAL = "/rest/v1/activities/external.json"
@@ -38,7 +39,8 @@ def test_sending_an_item_twice_makes_two_activities(api: Api) -> None:
 
 
 def _deleted_lead(api: Api) -> int:
-    return api.sandbox.ground_truth()["deleted_leads"][0]["leadId"]
+    lead_id: int = api.sandbox.ground_truth()["deleted_leads"][0]["leadId"]
+    return lead_id
 
 
 @pytest.mark.parametrize(("overrides", "code"), [
