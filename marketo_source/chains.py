@@ -8,12 +8,12 @@ they are; only cursors that share a position (all of them on a first run) are gr
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import AbstractSet, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from marketo_source import settings
 from marketo_source.late_commits import Recheck, restart_point
 from marketo_source.paging import Chain, ChainPace, SliceRef
-from marketo_source.state import ChainStart, Cursor, CursorId, Slice
+from marketo_source.state import ChainStart, Cursor, CursorId, Position, Slice
 
 
 @dataclass(frozen=True)
@@ -57,33 +57,53 @@ def chains_for_cursors(
         group_param: The parameter listing the grouped keys (`activityTypeIds`), if any.
         heavy: Keys expected to hold many records, spread over the groups (see `groups_of`).
     """
-    by_position: Dict[Tuple[ChainStart, Optional[datetime], Tuple[Slice, ...]], List[str]] = {}
+    by_position: Dict[Tuple[ChainStart, Optional[datetime], Tuple[Any, ...]], List[str]] = {}
     for key, (_, cursor) in cursors.items():
         start, restart = rules.of(cursor)
-        by_position.setdefault((start, restart, cursor.slices), []).append(key)
+        slices = tuple(_slice_key(part) for part in cursor.slices)
+        by_position.setdefault((start, restart, slices), []).append(key)
     size = settings.MAX_TYPES_PER_CALL if group_param else max(1, len(cursors))
     chains = []
-    for (start, restart, slices), keys in by_position.items():
+    for (start, restart, _), keys in by_position.items():
         for group in groups_of(keys, size, heavy):
             chain_params = {**params, group_param: ",".join(group)} if group_param else dict(params)
             ids = [cursors[key][0] for key in group]
-            cursor = cursors[group[0]][1]  # the group's cursors stand at one position
-            chains += [_slice_chain(path, chain_params, ids, part, rules.start) for part in slices]
+            members = [cursors[key][1] for key in group]  # they stand at one position
+            chains += [
+                _slice_chain(path, chain_params, ids, [member.slices[index] for member in members], rules.start)
+                for index in range(len(members[0].slices))
+            ]
+            # One newest activity for the chain, as its cursors record it, so that they stay together.
+            newest = _newest(member.latest for member in members)
             chains.append(Chain(
-                path, chain_params, ids, start,
-                pace=ChainPace(reached=cursor.latest.newest),
-                recheck=Recheck.for_cursor(cursor, restart),
-                rereading_until=cursor.latest.newest if restart is not None else None,
+                path, chain_params, ids, start, newest=newest,
+                pace=ChainPace(reached=newest),
+                recheck=Recheck.for_cursor(members[0], restart),
+                rereading_until=newest if restart is not None else None,
             ))
     return chains
 
 
-def _slice_chain(path: str, params: Dict[str, str], ids: List[CursorId], part: Slice, start: datetime) -> Chain:
-    position = part.position
+def _slice_chain(path: str, params: Dict[str, str], ids: List[CursorId], parts: List[Slice], start: datetime) -> Chain:
+    """The chain of one unfinished slice of each of the cursors `ids`."""
+    first = parts[0]
+    newest = _newest(part.position for part in parts)
     return Chain(
-        path, params, ids, ChainStart(position.token, position.since or start), slice=SliceRef(position.since),
-        ends_before=part.keep_before, stop_at=part.stop_at, pace=ChainPace(reached=position.newest),
+        path, params, ids, ChainStart(first.position.token, first.position.since or start),
+        slice=SliceRef(tuple(part.position.since for part in parts)), ends_before=first.keep_before,
+        stop_at=first.stop_at, newest=newest, pace=ChainPace(reached=newest),
     )
+
+
+def _slice_key(part: Slice) -> Tuple[Any, ...]:
+    """What a chain reading the slice starts from and is bound by: its token, or without one where
+    it starts, and its bounds. Cursors that split at different times share the first two."""
+    position = part.position
+    return position.token, position.since if position.token is None else None, part.keep_before, part.stop_at
+
+
+def _newest(positions: Iterable[Position]) -> Optional[datetime]:
+    return max((position.newest for position in positions if position.newest is not None), default=None)
 
 
 def groups_of(keys: Sequence[str], size: int, heavy: AbstractSet[str] = frozenset()) -> List[List[str]]:

@@ -283,10 +283,10 @@ class MarketoClient:
     """
 
     def __init__(
-        self, base_url: str, client_id: str, client_secret: str, gate: Optional["CallGate"] = None, **options: Any
+        self, base_url: str, client_id: str, client_secret: str, *, gate: Optional["CallGate"] = None, **options: Any
     ) -> None:
         connection = MarketoConnection(base_url=base_url, client_id=client_id, client_secret=client_secret, **options)
-        self.connection = connection.checked()
+        connection.checked()
         self.base_url = normalize_base_url(base_url)
         self.rest_url = self.base_url + settings.REST_PREFIX
         self.read_timeout_s = connection.read_timeout_s
@@ -318,10 +318,12 @@ class MarketoClient:
 
     @classmethod
     def connect(cls, connection: MarketoConnection, gate: Optional["CallGate"] = None) -> "MarketoClient":
-        """A client for a resolved configuration (the source's, the destination's, or a connection)."""
-        options = {name: getattr(connection, name) for name in _OPTIONS}
+        """A client for a resolved configuration (the source's, the destination's, or a connection);
+        a setting that is missing or unusable is named where that configuration is read from."""
+        connection.checked()
         return cls(
-            connection.base_url or "", connection.client_id or "", connection.client_secret or "", gate, **options
+            connection.base_url or "", connection.client_id or "", connection.client_secret or "", gate=gate,
+            **connection.client_options(),
         )
 
     def get(
@@ -494,10 +496,4 @@ _ADVICE = {
     "603": " The API user's role lacks a permission this call needs (Admin > Users & Roles).",
     "607": " The daily API quota is used up; it resets at midnight US Central time.",
 }
-
-
-_OPTIONS = [
-    name for name in MarketoConnection.get_resolvable_fields() if name not in ("base_url", "client_id", "client_secret")
-]
-"""The settings of a connection besides the instance and its credentials."""
 

@@ -11,7 +11,7 @@ twice.
 """
 
 import inspect
-from typing import Any, Callable, ClassVar, List, Optional, Type, TypeVar
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Type, TypeVar
 
 from dlt.common.configuration import configspec
 from dlt.common.configuration.specs import BaseConfiguration
@@ -56,9 +56,14 @@ class MarketoConnection(BaseConfiguration):
     backoff_max_s: float = settings.DEFAULT_BACKOFF_MAX_S
     """Longest wait between attempts."""
 
+    def client_options(self) -> Dict[str, Any]:
+        """The settings besides the instance and its credentials: limits, timeouts, retries."""
+        names = MarketoConnection.get_resolvable_fields()
+        return {name: getattr(self, name) for name in names if name not in _IDENTITY}
+
     def checked(self) -> "MarketoConnection":
         """This configuration, once every value is known to be usable; else a `MarketoConfigurationError`."""
-        for name in ("base_url", "client_id", "client_secret"):
+        for name in _IDENTITY:
             value = getattr(self, name)
             if not value or not isinstance(value, str):
                 raise MarketoConfigurationError(
@@ -142,6 +147,8 @@ class MarketoDestinationConfiguration(CustomDestinationClientConfiguration, Mark
     """Seconds after an uncertain call before reading its activities back."""
 
 
+_IDENTITY = ("base_url", "client_id", "client_secret")
+"""The instance and its credentials: required, and not among a client's options."""
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 
 

@@ -14,14 +14,14 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from marketo_source import settings
 from marketo_source.client import MarketoClient
 from marketo_source.errors import MarketoListTooLarge, MarketoRequestError
 from marketo_source.late_commits import Recheck
 from marketo_source.schema import parse_timestamp
-from marketo_source.state import ChainStart, CursorId, PageRead, StreamState, later
+from marketo_source.state import ChainStart, Cursor, CursorId, PageRead, StreamState, later
 
 logger = logging.getLogger("marketo_source")
 
@@ -65,10 +65,13 @@ class _TokenAnswer:
 
     def ask(self, call: Any) -> None:
         try:
-            self.token.set_result(call())
+            token = call()
         except BaseException as error:  # the waiting chains fail with it; the next one asks again
+            self.answered_at = time.monotonic()
             self.token.set_exception(error)
-        self.answered_at = time.monotonic()
+        else:
+            self.answered_at = time.monotonic()
+            self.token.set_result(token)
 
     def stale(self) -> bool:
         # Shared while fresh: Marketo does not say when a token expires. A failed answer is asked again.
@@ -81,9 +84,24 @@ class _TokenAnswer:
 
 @dataclass(frozen=True)
 class SliceRef:
-    """The unfinished slice of its cursors' history a chain reads, known by where it starts."""
+    """The unfinished slice of its cursors' history a chain reads: in each cursor, the slice that
+    starts at its `since` (cursors grouped in one chain may have split at different times)."""
 
-    since: Optional[datetime]
+    sinces: Tuple[Optional[datetime], ...]
+    """Per cursor of the chain, in the order of its `cursor_ids`."""
+
+    def change(self, state: StreamState, cursor_ids: List[CursorId], transition: "SliceTransition") -> None:
+        """Applies `transition` to each cursor with the start of its slice."""
+        for cursor_id, since in zip(cursor_ids, self.sinces, strict=True):
+            state.change([cursor_id], _bound(transition, since))
+
+
+SliceTransition = Callable[[Cursor, Optional[datetime]], Cursor]
+"""A change of a cursor given the start of the slice it concerns."""
+
+
+def _bound(transition: SliceTransition, since: Optional[datetime]) -> Callable[[Cursor], Cursor]:
+    return lambda cursor: transition(cursor, since)
 
 
 @dataclass(eq=False)  # chains are told apart by identity: two may hold equal fields
@@ -105,6 +123,8 @@ class Chain:
     pace: "ChainPace" = field(default_factory=lambda: ChainPace())
     urgent: bool = False
     """Whether the run waits for this chain: its calls go first when the rate limit makes calls wait."""
+    newest: Optional[datetime] = None
+    """Consuming side: the newest activityDate its cursors had read and the pages handed on since."""
     recheck: Recheck = field(default_factory=Recheck)
     """Consuming side: what the chain owes to late commits."""
     rereading_until: Optional[datetime] = None
@@ -122,10 +142,10 @@ class Chain:
         the next run reads again for activities Marketo records late; a time slice needs none,
         since its range ends before the floor.
         """
-        read = PageRead(page.next_token, page.newest, page.more)
+        self.newest = later(self.newest, page.newest)
+        read = PageRead(page.next_token, self.newest, page.more)
         if self.slice is not None:
-            since = self.slice.since
-            state.change(self.cursor_ids, lambda cursor: cursor.slice_read_on(since, read, now))
+            self.slice.change(state, self.cursor_ids, lambda cursor, since: cursor.slice_read_on(since, read, now))
             return
         recheck_from = None
         if recheck_floor is not None:

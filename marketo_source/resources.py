@@ -21,6 +21,7 @@ from marketo_source.budget import RunBudget, StopReason
 from marketo_source.catalog import Catalog
 from marketo_source.chains import StartRules, chains_for_cursors
 from marketo_source.client import MarketoClient
+from marketo_source.errors import MarketoConfigurationError
 from marketo_source.history import HistoryBatch, HistoryReader
 from marketo_source.late_commits import latest_restart, recheck_floor
 from marketo_source.options import ReadOptions
@@ -208,14 +209,20 @@ class _Stream:
             )
             self.cursor_ids += ids.values()
         self.claims = {scope: claim for scope, claim in self.state.claims().items() if not claim.done}
+        readers = {claim.reader for claim in self.claims.values()}
+        if readers and (self.run.history is None or readers != {self.run.history.name}):
+            raise MarketoConfigurationError(
+                f"{self.name}: history before {min(c.until for c in self.claims.values()).isoformat()} is being read "
+                f"by {', '.join(sorted(readers))}, which this source was not given; REST paging reads only from "
+                "there on. Run the source with that reader until it is done."
+            )
 
     def _prepare(self, scope: str, cursor_ids: List[CursorId]) -> None:
         """Gives cursors saved before late commits were read again their point to read again from,
         and lets another reader of history claim a scope that REST paging has not begun."""
         window = self.run.options.late_commit_window
         if window is not None:
-            last_run = self.state.last_run()
-            started = last_run.started_at if last_run else None
+            started = self.state.last_run_started()
             self.state.change(cursor_ids, lambda cursor: cursor.with_recheck_point(started, window))
         history = self.run.history
         fresh = all(self.state.cursor(cursor_id) == Cursor() for cursor_id in cursor_ids)
@@ -285,7 +292,7 @@ class _Stream:
         return positions + [claim.start for claim in self.state.claims().values() if not claim.done]
 
     def _newest(self) -> Optional[datetime]:
-        newest = [n for cursor_id in self.cursor_ids if (n := self.state.cursor(cursor_id).newest()) is not None]
+        newest = [n for cursor_id in self.cursor_ids if (n := self.state.cursor(cursor_id).latest.newest) is not None]
         return max(newest, default=None)
 
 

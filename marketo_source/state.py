@@ -24,7 +24,8 @@ class PageRead:
 
     next_token: str
     newest: Optional[datetime]
-    """The newest activityDate among its records."""
+    """The newest activityDate its chain has read, this page included: one value for every cursor
+    the chain moves, so that they stay at one position and read together next run."""
     more: bool
     """Marketo's moreResult: false once the page reached Marketo's end."""
 
@@ -43,8 +44,10 @@ class Position:
     """The time the range is read up to: the time it reached Marketo's end, else its newest activity."""
 
     def read_on(self, page: PageRead, now: datetime) -> "Position":
-        newest = later(self.newest, page.newest)
-        return replace(self, token=page.next_token, newest=newest, position_at=newest if page.more else now)
+        newest = page.newest or self.newest
+        # A page with no activity in the middle of a range tells no time: the range keeps its own.
+        position_at = (newest if page.more else now) or self.position_at
+        return replace(self, token=page.next_token, newest=newest, position_at=position_at)
 
     def earliest(self, start: Optional[datetime]) -> Optional[datetime]:
         """The time this range stands at; `start` for one not begun. None when nothing tells.
@@ -144,9 +147,6 @@ class Cursor:
         """The time the least advanced of its ranges stands at (see `Position.earliest`)."""
         times = [part.earliest(start) for part in (self.latest, *(s.position for s in self.slices))]
         return min((t for t in times if t is not None), default=None)
-
-    def newest(self) -> Optional[datetime]:
-        return self.latest.newest
 
     # -- JSON in dlt state ------------------------------------------------------------------
 
@@ -290,9 +290,9 @@ class StreamState:
     def save_claim(self, scope: str, claim: HistoryClaim) -> None:
         self._saved.setdefault(self.HISTORY, {})[scope] = claim.to_json()
 
-    def last_run(self) -> Optional[LastRun]:
-        saved = self._saved.get(self.LAST_RUN)
-        return LastRun.from_json(saved) if saved else None
+    def last_run_started(self) -> Optional[datetime]:
+        """When the stream's last run began, if a run has been recorded."""
+        return _time((self._saved.get(self.LAST_RUN) or {}).get("started_at"))
 
     def record_last_run(self, last_run: LastRun) -> None:
         self._saved[self.LAST_RUN] = last_run.to_json()
@@ -306,12 +306,10 @@ class StreamState:
 def newest_read_anywhere(source_state: Mapping[str, Any]) -> Optional[datetime]:
     """The newest activityDate any stream of the source had read when its last run ended."""
     newest = [
-        run.newest_activity_at
+        _time((resource.get(StreamState.LAST_RUN) or {}).get("newest_activity_at"))
         for resource in (source_state.get("resources") or {}).values()
-        if (saved := resource.get(StreamState.LAST_RUN))
-        and (run := LastRun.from_json(saved)).newest_activity_at is not None
     ]
-    return max(newest, default=None)
+    return max((moment for moment in newest if moment is not None), default=None)
 
 
 def record_run_calls(source_state: MutableMapping[str, Any], calls: Mapping[str, int]) -> None:

@@ -59,13 +59,13 @@ class SliceSplit:
         chain, new, at, stop_at = self.chain, self.slice, self.at, self.stop_at
         ids = chain.cursor_ids
         if chain.slice is None:  # the chain read the latest range: it becomes the last slice, the new chain the latest
-            chain.slice = SliceRef(state.cursor(ids[0]).latest.since)
+            chain.slice = SliceRef(tuple(state.cursor(cursor_id).latest.since for cursor_id in ids))
             state.change(ids, lambda cursor: cursor.split(at, stop_at))
             new.recheck, chain.recheck = chain.recheck, Recheck()
+            new.newest = chain.newest
         else:
-            since = chain.slice.since
-            state.change(ids, lambda cursor: cursor.split_slice(since, at, stop_at))
-            new.slice = SliceRef(at)
+            chain.slice.change(state, ids, lambda cursor, since: cursor.split_slice(since, at, stop_at))
+            new.slice = SliceRef((at,) * len(ids))
 
 
 class TimeSlicer:

@@ -17,7 +17,7 @@ from typing import Any, Dict, Type
 import pytest
 from dlt.common.configuration.specs import BaseConfiguration
 
-from marketo_source import MarketoConfigurationError, marketo_source
+from marketo_source import MarketoClient, MarketoConfigurationError, marketo_source
 from marketo_source.config import MarketoConnection, MarketoDestinationConfiguration, MarketoSourceConfiguration
 from marketo_source.custom_activities import marketo_custom_activities
 
@@ -129,3 +129,10 @@ def test_settings_given_as_arguments_are_used(monkeypatch: pytest.MonkeyPatch) -
         marketo_source(client_id="an-id")
     with pytest.raises(MarketoConfigurationError, match="max_concurrency must be between 1 and 10"):
         marketo_source(client_id="an-id", client_secret="a-secret", max_concurrency=11)
+
+
+def test_a_missing_destination_secret_is_named_in_the_destinations_own_section() -> None:
+    config = MarketoDestinationConfiguration(base_url="https://123-ABC-456.mktorest.com", client_id="an-id")
+    with pytest.raises(MarketoConfigurationError, match=r"Put it under \[destination.marketo_custom_activities\]"
+                       r" .*DESTINATION__MARKETO_CUSTOM_ACTIVITIES__CLIENT_SECRET"):
+        MarketoClient.connect(config)

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Iterator, List, Optional
 
 import dlt
+import pytest
+from dlt.pipeline.exceptions import PipelineStepFailed
 
 from marketo_source import marketo_resources
 from marketo_source.config import MarketoSourceConfiguration
@@ -19,7 +21,7 @@ from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS
 from marketo_source.state import HistoryClaim
 
 from tests.expected import utc
-from tests.helpers import FAST_CLIENT, assert_every_table_matches, recent_start_date
+from tests.helpers import FAST_CLIENT, assert_every_table_matches, recent_start_date, source_for
 
 HANDED_OVER_DAYS_AGO = 2
 """The stand-in reads all but the last two days; REST paging reads those."""
@@ -137,3 +139,11 @@ def test_a_reader_that_stops_half_way_goes_on_from_its_progress_the_next_run(mak
         pipeline.run(source_with(reader, sandbox))
         assert_every_table_matches(pipeline, sandbox)
         assert len(reader.handed) == len(set(reader.handed)), "a batch was handed over twice"
+
+
+def test_history_another_reader_claimed_is_not_left_unread_when_the_reader_is_not_given(make_pipeline: Any) -> None:
+    with sandbox_up_to_now() as sandbox:
+        pipeline = make_pipeline()
+        pipeline.run(source_with(StandInReader(sandbox, batches_per_run=1), sandbox))
+        with pytest.raises(PipelineStepFailed, match="is being read by stand-in, which this source was not given"):
+            pipeline.run(source_for(sandbox, start_date=recent_start_date(days=8)))

@@ -4,10 +4,13 @@ before them still loading and resuming."""
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Mapping, Tuple
 
+from marketo_source.chains import StartRules, chains_for_cursors
+from marketo_source.paging import Page
 from marketo_source.sandbox import DataSpec, Limits, MarketoSandbox
-from marketo_source.state import ChainStart, Cursor, LastRun, PageRead, Position, Slice, StreamState
+from marketo_source.state import ChainStart, Cursor, CursorId, LastRun, PageRead, Position, Slice, StreamState
+from marketo_source.time_slices import TimeSlicer
 
 from tests.expected import key_columns
 from tests.helpers import loaded_keys, source_for
@@ -22,7 +25,7 @@ slices open, and the positions (in the sandbox's ground truth) of the records it
 
 def test_reading_on_moves_the_token_and_the_newest_activity() -> None:
     cursor = Cursor(Position(token="a", newest=T))
-    moved = cursor.read_on(PageRead("b", T - HOUR, more=True), recheck_from=None, now=NOW)
+    moved = cursor.read_on(PageRead("b", T, more=True), recheck_from=None, now=NOW)
     assert moved.latest == Position(token="b", newest=T, position_at=T)
     at_end = moved.read_on(PageRead("c", T + HOUR, more=False), recheck_from=T - HOUR, now=NOW)
     assert at_end.latest == Position(token="c", newest=T + HOUR, position_at=NOW)
@@ -115,3 +118,38 @@ def _without_nulls(saved: Dict[str, Any]) -> Dict[str, Any]:
             for key, value in saved.items() if value is not None}
 
 
+
+
+def test_a_page_with_no_activity_keeps_the_time_its_range_stood_at() -> None:
+    position = Position(token="a", position_at=T)
+    assert position.read_on(PageRead("b", None, more=True), NOW) == Position(token="b", position_at=T)
+
+
+def test_cursors_grouped_at_one_restart_stay_one_chain_and_each_moves_its_own_slice() -> None:
+    """Cursors that split at different times, then restarted at one point, read as one chain:
+    they are saved with one newest activity, and a split of that chain moves each one's own slice."""
+    saved: Dict[str, Any] = {"all": {
+        "1": Cursor(Position(token="a", since=T, newest=T + HOUR), recheck_from=T, caught_up=True).to_json(),
+        "2": Cursor(Position(token="b", since=T + HOUR, newest=T + 2 * HOUR), recheck_from=T, caught_up=True).to_json(),
+    }}
+    state = StreamState(saved, per_type=True)
+    ids = {key: ("all", key) for key in ("1", "2")}
+    rules = StartRules(start=T - 50 * HOUR, recheck=True)
+    (chain,) = chains_for_cursors("/path", _read(state, ids), {}, rules, "activityTypeIds")
+    assert chain.newest == T + 2 * HOUR
+    split = TimeSlicer(HOUR, NOW).open(chain, T + 10 * HOUR, pages=40)
+    split.apply(state)
+    new = split.slice
+    chain.hand_on(Page(chain, [], "c", more=True), state, recheck_floor=None, now=NOW)
+    new.hand_on(Page(new, [{"activityDate": "2026-11-21T00:00:00Z"}], "d", more=True, newest=T + 24 * HOUR),
+                state, recheck_floor=T, now=NOW)
+    cursors = [state.cursor(i) for i in ids.values()]
+    assert [c.slices[0].position.since for c in cursors] == [T, T + HOUR]
+    assert [c.slices[0].position.token for c in cursors] == ["c", "c"]
+    assert {c.latest.newest for c in cursors} == {T + 24 * HOUR}
+    regrouped = chains_for_cursors("/path", _read(state, ids), {}, rules, "activityTypeIds")
+    assert len(regrouped) == 2, "one chain for the latest range and one for the slice, for both types"
+
+
+def _read(state: StreamState, ids: Mapping[str, CursorId]) -> Dict[str, Tuple[CursorId, Cursor]]:
+    return {key: (cursor_id, state.cursor(cursor_id)) for key, cursor_id in ids.items()}

@@ -15,7 +15,7 @@ from dlt.common.typing import TDataItems
 
 from marketo_source import settings
 from marketo_source.client import MarketoClient
-from marketo_source.config import MarketoConnection, MarketoDestinationConfiguration, signature_of
+from marketo_source.config import MarketoDestinationConfiguration, signature_of
 from marketo_source.custom_activities.pusher import CustomActivityPusher
 from marketo_source.errors import (
     MarketoAccessDenied,
@@ -60,7 +60,7 @@ _PUSHERS_GUARD = threading.Lock()
 
 
 def _pusher_for(config: MarketoDestinationConfiguration) -> CustomActivityPusher:
-    client_settings = {name: getattr(config, name) for name in _CLIENT_OPTIONS}
+    client_settings = config.client_options()
     fingerprint = _credentials_fingerprint(config.client_id or "", config.client_secret or "")
     key = _PusherKey(config.base_url or "", fingerprint, config.ledger_path, config.activity_type_api_name,
                      config.reconcile_after_s, tuple(sorted(client_settings.items())))
@@ -70,11 +70,6 @@ def _pusher_for(config: MarketoDestinationConfiguration) -> CustomActivityPusher
             _PUSHERS[key] = CustomActivityPusher(client, config.ledger_path, config.activity_type_api_name,
                                                  config.reconcile_after_s)
         return _PUSHERS[key]
-
-
-_CLIENT_OPTIONS = [
-    name for name in MarketoConnection.get_resolvable_fields() if name not in ("base_url", "client_id", "client_secret")
-]
 
 
 def _positional(name: str, annotation: Any) -> inspect.Parameter:
