@@ -13,7 +13,7 @@ it runs until clean once more, and every table must equal the sandbox's ground t
 tables, the same keys, no duplicates, the same values. After every run, even one that stopped or
 failed, no row loaded before may be gone and no row may be loaded that Marketo does not hold.
 
-CI runs 3 seeds (under a minute). The full version, 20 seeds as issue 4 asks (about 4 minutes):
+CI runs 3 seeds (under a minute). The full version, 20 seeds (about 4 minutes):
 
     MARKETO_FAULT_SEEDS=20 .venv/bin/pytest tests/test_fault_injection.py
 

@@ -1,4 +1,4 @@
-"""How the activities stream groups its types, at most 10 a call (issue 5: sparse types cost as few
+"""How the activities stream groups its types, at most 10 a call (sparse types cost as few
 calls as possible)."""
 
 from marketo_source import settings

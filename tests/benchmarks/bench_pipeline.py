@@ -1,4 +1,4 @@
-"""Pipeline benchmark of issue 5: call efficiency, rate use, local overhead, memory and scale.
+"""Pipeline benchmark: call efficiency, rate use, local overhead, memory and scale.
 
 Run from the repository root (not part of the pytest run):
 

@@ -1,12 +1,12 @@
 """Every endpoint's answers, successes and errors, validate against Adobe's OpenAPI (swagger 2.0) files.
 
 The swagger definitions are used as a JSON Schema draft 4 document (refs are `#/definitions/...`).
-Leniencies, each because Marketo itself answers that way (see /work/shared/marketo-api/FACTS.md):
+Leniencies, each because Marketo itself answers that way (as Marketo documents it):
 - `errors` and `warnings` may be absent (successful answers omit them);
 - `result` may be absent from a failed answer (`success: false` answers carry only requestId, success, errors);
 - `Attribute.value` may be any JSON scalar (swagger says `object`, real values are strings, numbers, booleans);
 - `ActivityType.primaryAttribute` may be absent (New Lead, 12, has none);
-- Add Custom Activities result items follow FACTS.md: `{id, marketoGUID, status: "added"}` or
+- Add Custom Activities result items follow Marketo's documentation: `{id, marketoGUID, status: "added"}` or
   `{status: "skipped", errors}`. Swagger reuses the request's CustomActivity (leadId, activityDate, ...
   required) for them, which is not what Marketo answers.
 - `date-time` accepts both `...Z` and the colon-free `...+0000` offset Marketo sends.
