@@ -100,6 +100,7 @@ def marketo_resources(config: MarketoSourceConfiguration, history: Optional[Hist
         resource(resources.lead_changes, **incremental),
         resource(resources.deleted_leads, **incremental),
         resource(resources.custom_activity_types, write_disposition="merge", primary_key="api_name"),
+        dlt.resource(resources.run_reports(run), name="run_reports", write_disposition="append"),
     ]
 
 
@@ -116,8 +117,9 @@ def marketo_source(**settings: Any) -> List[DltResource]:
             `.dlt/config.toml` and `.dlt/secrets.toml`, or `SOURCES__MARKETO__<NAME>` variables.
 
     Returns:
-        The resources `activity_types`, `activities`, `lead_changes`, `deleted_leads` and
-        `custom_activity_types`. Each also adds its row for the run to `marketo_run_reports`.
+        The resources `activity_types`, `activities`, `lead_changes`, `deleted_leads`,
+        `custom_activity_types`, and `run_reports`, which loads each one's row for the run into
+        `marketo_run_reports` (and retention gaps into `marketo_retention_gaps`).
 
     Raises:
         MarketoConfigurationError: A setting is missing or unusable; the message names it.
@@ -130,10 +132,11 @@ def _stop_cleanly(
 ) -> Iterator[TDataItem]:
     # A stream stops by itself when paging meets the quota or a lasting failure; this covers
     # its first calls (metadata), so that the other streams' data is still loaded.
+    run.open_streams.add(read.__name__)
     try:
         yield from read(run)
     except (MarketoQuotaExceeded, MarketoDailyLimitReached, MarketoTransientError) as error:
-        yield from resources.finish_stream(run, StreamReport(read.__name__), stop_reason_for(error))
+        resources.finish_stream(run, StreamReport(read.__name__), stop_reason_for(error))
 
 
 __all__ = [

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import dlt
 from dlt.common.typing import TDataItem
@@ -70,6 +70,12 @@ class MarketoRun:
     history: Optional[HistoryReader] = None
     """Another reader of the history of scopes REST paging has not begun (see `history`)."""
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    open_streams: Set[str] = field(default_factory=set)
+    """Streams of this run that have begun and not ended."""
+    reports: List[Dict[str, Any]] = field(default_factory=list)
+    """The rows of `marketo_run_reports` of the streams that ended."""
+    gaps: List[Dict[str, Any]] = field(default_factory=list)
+    """The rows of `marketo_retention_gaps` the streams found."""
 
     def refresh_daily_usage(self) -> None:
         """Keeps the count behind `daily_call_limit` current, if one is set."""
@@ -114,11 +120,12 @@ def custom_activity_types(run: MarketoRun) -> Iterator[TDataItem]:
 
 def _catalog_tables(run: MarketoRun, report: StreamReport, tables: Dict[str, Records]) -> Iterator[TDataItem]:
     # The catalogs merge on their keys, so a run that cannot read them (stopped by the wrapper in
-    # __init__) leaves their tables as they are.
+    # __init__) leaves their tables as they are. Their report counts the types (the first table),
+    # not their attributes.
+    report.records = len(next(iter(tables.values())))
     for table_name, rows in tables.items():
-        report.records += len(rows)
         yield to_table(rows, table_name)
-    yield from finish_stream(run, report, None)
+    finish_stream(run, report, None)
 
 
 def activities(run: MarketoRun) -> Iterator[TDataItem]:
@@ -237,8 +244,7 @@ class _Stream:
     def read(self, tables: StreamTables) -> Iterator[TDataItem]:
         """The stream's rows: its retention gaps, its records, and its row of `marketo_run_reports`."""
         run = self.run
-        if self.gaps:
-            yield to_table(self.gaps, settings.RETENTION_GAPS_TABLE)
+        run.gaps += self.gaps
         report = StreamReport(
             self.name, endpoint=self.path, positions=self._positions, newest=self._newest,
             retention_gaps=len(self.gaps),
@@ -266,7 +272,7 @@ class _Stream:
         for table_name, rows in buffer.drain():
             yield from _rows(report, table_name, rows)
         report.time_slices = stream_pages.slices_opened
-        yield from finish_stream(run, report, stream_pages.stopped, self.state)
+        finish_stream(run, report, stream_pages.stopped, self.state)
 
     def _history(self, scope: str, claim: HistoryClaim) -> Iterator[Optional[HistoryBatch]]:
         """The claim's batches as the other reader hands them over; the claim is saved after each."""
@@ -317,12 +323,29 @@ _EXHAUSTED = object()
 
 def finish_stream(
     run: MarketoRun, report: StreamReport, stopped: Optional[StopReason], state: Optional[StreamState] = None
-) -> Iterator[TDataItem]:
-    """The stream's row of `marketo_run_reports`, after all its data; kept as its `last_run` too."""
+) -> None:
+    """Ends a stream: its report becomes its `last_run`, and its row of `marketo_run_reports`."""
     last_run = report.finish(run.client, run.budget, stopped)
     (state or StreamState(dlt.current.resource_state(), per_type=False)).record_last_run(last_run)
     record_run_calls(dlt.current.source_state(), run.client.calls)
-    yield to_table([last_run.row()], settings.RUN_REPORTS_TABLE)
+    run.reports.append(last_run.row())
+    run.open_streams.discard(report.stream)
+
+
+def run_reports(run: MarketoRun) -> Iterator[TDataItem]:
+    """Rows of `marketo_run_reports` and `marketo_retention_gaps`, once every stream of the run has ended.
+
+    One resource writes both tables, so that they belong to no stream: resetting a stream (dlt's
+    `drop` of its resource) keeps every stream's history of runs. dlt goes round every resource
+    before it comes back to this one, so after its first item every stream of the run has begun.
+    """
+    yield []
+    while run.open_streams:
+        yield []
+    if run.gaps:
+        yield to_table(run.gaps, settings.RETENTION_GAPS_TABLE)
+    if run.reports:
+        yield to_table(run.reports, settings.RUN_REPORTS_TABLE)
 
 
 def _rows(report: StreamReport, table_name: str, rows: Rows) -> Iterator[TDataItem]:

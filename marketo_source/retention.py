@@ -1,9 +1,10 @@
 """Retention gaps: windows of history Marketo may have purged before a stream read them.
 
 Marketo keeps Delete Lead 14 days, its high-volume types 90 days and most others 25 months. A
-cursor whose position (or, on a first run, the start) lies further back than its types are kept
-may have lost what lay in between for good; each such window gets a warning and a row of
-`marketo_retention_gaps`.
+cursor whose saved position lies further back than its types are kept may have lost what lay in
+between for good: a more frequent schedule would have read it, so each such window gets a warning
+and a row of `marketo_retention_gaps`. A first run from a start further back cannot reach what
+Marketo no longer keeps, whatever the schedule: that is logged once, as information.
 """
 
 import logging
@@ -48,6 +49,12 @@ def retention_gap_row(
     if window is None:
         return None
     names = [type_names.get(t, str(t)) for t in type_ids]
+    if cursor == Cursor():
+        logger.info(
+            "%s (%s): Marketo keeps %s %d days, so this first run reads them from %s on, not from %s.",
+            stream, scope, ", ".join(names), retention_days, window[1].isoformat(), window[0].isoformat(),
+        )
+        return None
     logger.warning(
         "RETENTION GAP in %s (%s): the saved position (%s) is older than the %d days Marketo keeps "
         "%s; activities from %s to %s may be lost for good. Run the pipeline more often than that.",

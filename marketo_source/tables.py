@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any, Dict, Iterable, Iterator, List, Tuple
 
 import dlt
+import pyarrow as pa
 from dlt.common.typing import TDataItem
 
 from marketo_source import settings
@@ -26,6 +27,7 @@ from marketo_source.schema import (
 )
 
 Records = List[Dict[str, Any]]
+LOAD_ID_COLUMN = "_dlt_load_id"
 
 
 class StreamTables:
@@ -225,7 +227,14 @@ class RowBuffer:
 
 
 def to_table(item: Any, table_name: str) -> TDataItem:
-    """Sends rows to a table, with that table's own key and write disposition where it has them."""
+    """Sends rows to a table, with that table's own key and write disposition where it has them.
+
+    An Arrow table gets the `_dlt_load_id` column that dlt gives rows it normalizes itself, so
+    that every table ties its rows to their load (and to that load's `marketo_run_reports`).
+    """
+    if isinstance(item, pa.Table):
+        load_id = dlt.current.load_package_state()["load_id"]
+        item = item.append_column(LOAD_ID_COLUMN, pa.repeat(pa.scalar(load_id, pa.string()), item.num_rows))
     if table_name in _TABLE_HINTS:
         return dlt.mark.with_hints(item, _TABLE_HINTS[table_name], create_table_variant=True)
     return dlt.mark.with_table_name(item, table_name)

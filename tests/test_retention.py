@@ -1,36 +1,45 @@
 """Retention gaps: a position older than Marketo keeps a type is reported, loudly and in a table."""
 
+import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from marketo_source.retention import retention_gap
+from marketo_source.retention import retention_gap, retention_gap_row
 from marketo_source.sandbox import DataSpec, MarketoSandbox
 from marketo_source.state import Cursor
 
-from tests.helpers import source_for, table_rows
+from tests.helpers import source_for
 
 NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
 
 
-def test_a_start_date_older_than_retention_is_reported_per_stream(
+def test_a_first_run_from_further_back_than_retention_says_what_it_cannot_reach_but_reports_no_gap(
     make_pipeline: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """No schedule could have read what Marketo purged before the first run: that is information,
+    not a gap to warn about."""
     start = (datetime.now(timezone.utc) - timedelta(days=100)).strftime("%Y-%m-%dT00:00:00Z")
+    caplog.set_level(logging.INFO, logger="marketo_source")
     with MarketoSandbox(data=DataSpec(seed=11, leads=30, activities=1500, days=5, start_date=start)) as sandbox:
         pipeline = make_pipeline()
         pipeline.run(source_for(sandbox, start_date=start))
 
-    gaps = table_rows(pipeline, "marketo_retention_gaps")
-    by_stream = {(g["stream"], g["activity_type_ids"]): g for g in gaps}
-    assert by_stream[("deleted_leads", "37")]["retention_days"] == 14
-    assert by_stream[("lead_changes", "12,13")]["retention_days"] == 90
-    ninety_day_types = {"1", "3", "6", "7", "22", "24"}
-    reported = {ids for stream, ids in by_stream if stream == "activities"}
-    assert ninety_day_types <= reported
-    assert not reported & {"2", "10", "11", "46"}, "25-month types are not at risk after 100 days"
-    assert "RETENTION GAP in deleted_leads" in caplog.text
+    assert "marketo_retention_gaps" not in pipeline.default_schema.tables
+    assert "RETENTION GAP" not in caplog.text
+    assert "deleted_leads (all): Marketo keeps Delete Lead 14 days, so this first run reads them from" in caplog.text
+
+
+def test_a_saved_position_older_than_retention_is_reported_per_stream(caplog: pytest.LogCaptureFixture) -> None:
+    saved = Cursor.from_json({"token": "t", "position_at": "2026-08-01T00:00:00+00:00"})
+    names, start = {37: "Delete Lead", 2: "Fill Out Form"}, datetime(2026, 7, 1, tzinfo=timezone.utc)
+    row = retention_gap_row("deleted_leads", "all", saved, [37], start, names, NOW)
+    assert row is not None
+    assert (row["retention_days"], row["may_be_lost_from"]) == (14, datetime(2026, 8, 1, tzinfo=timezone.utc))
+    assert "RETENTION GAP in deleted_leads (all)" in caplog.text
+    assert retention_gap_row("activities", "all", saved, [2], start, names, NOW) is None  # kept 25 months
+    assert retention_gap_row("deleted_leads", "all", Cursor(), [37], start, names, NOW) is None  # a first run
 
 
 def test_no_gap_when_the_position_is_within_retention(make_pipeline: Any) -> None:
