@@ -3,7 +3,10 @@ against what the sandbox holds and counted."""
 
 import io
 import re
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Dict, List
 
 import dlt
@@ -15,7 +18,7 @@ from marketo_source.sandbox import MarketoSandbox
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS, RUN_REPORTS_TABLE
 
 from tests.expected import records_of_types, utc
-from tests.helpers import assert_everything_matches, source_for, table_rows
+from tests.helpers import assert_everything_matches, source_for, table_names, table_rows
 
 PAGED_STREAMS = {"activities": "activities", "lead_changes": "lead_changes", "deleted_leads": "deleted_leads"}
 """Stream -> the sandbox's name for its endpoint in stats()["calls"]."""
@@ -173,3 +176,44 @@ def _resources(pipeline: dlt.Pipeline) -> List[Dict[str, Any]]:
 def test_a_bad_daily_call_limit_names_the_setting(sandbox: MarketoSandbox, limit: Any) -> None:
     with pytest.raises(MarketoConfigurationError, match="daily_call_limit must be a positive whole number"):
         source_for(sandbox, daily_call_limit=limit)
+
+
+def test_resetting_a_stream_as_the_readme_says_keeps_every_streams_history_of_runs(
+    sandbox: MarketoSandbox, make_pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # dlt's command line finds the DuckDB file where the pipeline first ran
+    pipeline = make_pipeline()
+    for _ in range(2):
+        pipeline.run(source_for(sandbox))
+    history = table_rows(pipeline, RUN_REPORTS_TABLE)
+    assert len(history) == 2 * 5
+
+    # The README's reset command, without a terminal (as from cron or CI).
+    reset = subprocess.run(
+        [str(Path(sys.executable).parent / "dlt"), "--yes", "pipeline", "--pipelines-dir", str(tmp_path / "pipelines"),
+         pipeline.pipeline_name, "drop", "activities"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    pipeline = make_pipeline()  # as the next scheduled run attaches to it
+    assert "activity_send_email" not in pipeline.default_schema.tables, reset.stdout
+    assert sorted(map(repr, table_rows(pipeline, RUN_REPORTS_TABLE))) == sorted(map(repr, history))
+
+    pipeline.run(source_for(sandbox))  # reads the stream again from start_date
+    assert_everything_matches(pipeline, sandbox)
+    assert len(table_rows(pipeline, RUN_REPORTS_TABLE)) == 3 * 5
+    assert pipeline.default_schema.tables[RUN_REPORTS_TABLE]["resource"] == "run_reports"
+
+
+def test_every_table_ties_its_rows_to_their_load(sandbox: MarketoSandbox, make_pipeline: Any) -> None:
+    pipeline = make_pipeline()
+    pipeline.run(source_for(sandbox))
+    sandbox.add_activities(new=50)
+    pipeline.run(source_for(sandbox))
+    loads = {row["stream"]: row["_dlt_load_id"] for row in table_rows(pipeline, RUN_REPORTS_TABLE)}
+    for table in table_names(pipeline):
+        load_ids = {row["_dlt_load_id"] for row in table_rows(pipeline, table)}
+        assert load_ids and None not in load_ids, table
+        assert load_ids <= set(pipeline.list_completed_load_packages()), table
+    newest = max(table_rows(pipeline, "activity_send_email"), key=lambda row: row["activity_date"])
+    assert newest["_dlt_load_id"] == loads["activities"] == max(pipeline.list_completed_load_packages())
