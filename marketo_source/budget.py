@@ -134,7 +134,9 @@ class RunBudget:
             ("max_seconds_per_run", self.max_seconds),
         ):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise MarketoConfigurationError(f"{setting} must be a positive number or unset (got {value!r}).")
+                raise MarketoConfigurationError.of(
+                    setting, f"{value!r} is not a positive number", "give one, or leave it unset"
+                )
 
     def spent(self, calls: int) -> Optional[StopReason]:
         """The bound this run has reached, if any; the clock starts at the first page call."""
@@ -160,9 +162,9 @@ def daily_usage(daily_call_limit: Optional[int]) -> Optional[DailyUsage]:
     if daily_call_limit is None:
         return None
     if isinstance(daily_call_limit, bool) or not isinstance(daily_call_limit, int) or daily_call_limit <= 0:
-        raise MarketoConfigurationError(
-            f"daily_call_limit must be a positive whole number of calls or unset (got {daily_call_limit!r}); "
-            f"for example {int(settings.DEFAULT_DAILY_QUOTA * 0.8)} leaves a fifth of the default quota to the "
-            "instance's other integrations."
+        raise MarketoConfigurationError.of(
+            "daily_call_limit", f"{daily_call_limit!r} is not a positive whole number of calls",
+            f"give one or leave it unset; {int(settings.DEFAULT_DAILY_QUOTA * 0.8)} leaves a fifth of the default "
+            "quota to the instance's other integrations",
         )
     return DailyUsage(daily_call_limit)

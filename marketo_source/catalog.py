@@ -42,9 +42,9 @@ class Catalog:
             return sorted(t for t in known if t not in settings.DEDICATED_STREAM_TYPE_IDS)
         unknown = [t for t in requested if t not in known]
         if unknown:
-            raise MarketoConfigurationError(
-                f"activity_type_ids lists {unknown}, which this instance does not have. "
-                f"Known ids: {sorted(known)}. Remove them or leave activity_type_ids unset."
+            raise MarketoConfigurationError.of(
+                "activity_type_ids", f"{unknown} are not activity types of this instance",
+                f"remove them or leave the setting unset; its types are {sorted(known)}",
             )
         return requested
 
@@ -55,9 +55,9 @@ class Catalog:
         known_lower = {name.lower() for name in known}
         unknown = [f for f in requested if f.lower() not in known_lower]
         if unknown:
-            raise MarketoConfigurationError(
-                f"lead_change_fields lists {unknown}, which are not lead fields of this instance "
-                "(REST API names from Describe Lead2, e.g. firstName). Fix them or leave "
-                "lead_change_fields unset to read every field."
+            raise MarketoConfigurationError.of(
+                "lead_change_fields", f"{unknown} are not lead fields of this instance",
+                "use REST API names from Describe Lead2 (e.g. firstName), or leave the setting unset to read "
+                "every field",
             )
         return requested

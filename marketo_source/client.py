@@ -58,16 +58,12 @@ def normalize_base_url(base_url: str) -> str:
     Accepts `https://123-ABC-456.mktorest.com`, the REST endpoint `.../rest` and the identity
     endpoint `.../identity`, with or without a trailing slash.
     """
-    if not base_url or not isinstance(base_url, str):
-        raise MarketoConfigurationError(
-            "base_url is not set. Set sources.marketo.base_url to your instance's REST endpoint, "
-            "e.g. https://123-ABC-456.mktorest.com (Admin > Integration > Web Services)."
-        )
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise MarketoConfigurationError(
-            f"base_url {base_url!r} is not an http(s) URL. Set sources.marketo.base_url to your "
-            "instance's REST endpoint, e.g. https://123-ABC-456.mktorest.com."
+    parts = urlsplit(base_url.strip()) if isinstance(base_url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise MarketoConfigurationError.of(
+            "base_url", f"{base_url!r} is not an http(s) URL",
+            "give your instance's REST endpoint, e.g. https://123-ABC-456.mktorest.com (Admin > Integration > "
+            "Web Services)",
         )
     path = parts.path.rstrip("/")
     for suffix in (settings.REST_PREFIX, "/identity"):

@@ -11,6 +11,7 @@ twice.
 """
 
 import inspect
+import logging
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Type, TypeVar
 
 from dlt.common.configuration import configspec
@@ -20,6 +21,8 @@ from dlt.destinations.impl.destination.configuration import CustomDestinationCli
 
 from marketo_source import settings
 from marketo_source.errors import MarketoConfigurationError
+
+logger = logging.getLogger("marketo_source")
 
 
 @configspec
@@ -66,22 +69,31 @@ class MarketoConnection(BaseConfiguration):
         for name in _IDENTITY:
             value = getattr(self, name)
             if not value or not isinstance(value, str):
-                raise MarketoConfigurationError(
-                    f"{name} is not set. Put it under [{self.SECTION}] in .dlt/"
+                raise MarketoConfigurationError.of(
+                    name, "not set", f"put it under [{self.SECTION}] in .dlt/"
                     f"{'config' if name == 'base_url' else 'secrets'}.toml or set "
-                    f"{self.SECTION.upper().replace('.', '__')}__{name.upper()}."
+                    f"{self.SECTION.upper().replace('.', '__')}__{name.upper()}",
                 )
-        _check_positive_whole(self.rate_limit_calls, "rate_limit_calls", "Marketo allows 100 per 20 s.")
+        _check_positive_whole(
+            self.rate_limit_calls, "rate_limit_calls", "give 50 or fewer per 20 s: Marketo allows the instance 100"
+        )
         if not _is_number(self.rate_limit_period_s) or self.rate_limit_period_s <= 0:
-            raise MarketoConfigurationError(
-                f"rate_limit_period_s must be a positive number of seconds (got {self.rate_limit_period_s!r})."
+            raise MarketoConfigurationError.of(
+                "rate_limit_period_s", f"{self.rate_limit_period_s!r} is not a positive number of seconds",
+                "give the window in seconds: Marketo's is 20",
             )
         if not isinstance(self.max_concurrency, int) or not 1 <= self.max_concurrency <= settings.MAX_CONCURRENCY:
-            raise MarketoConfigurationError(
-                f"max_concurrency must be between 1 and {settings.MAX_CONCURRENCY} (got "
-                f"{self.max_concurrency!r}); Marketo answers 615 past 10 calls at once."
+            raise MarketoConfigurationError.of(
+                "max_concurrency", f"{self.max_concurrency!r} is not between 1 and {settings.MAX_CONCURRENCY}",
+                "give 5 or fewer: Marketo answers 615 past 10 calls at once",
             )
-        _check_positive_whole(self.max_attempts, "max_attempts", "1 makes no retry.")
+        _check_positive_whole(self.max_attempts, "max_attempts", "give 1 or more: 1 makes no retry")
+        if self.rate_limit_calls / self.rate_limit_period_s > _MARKETO_CALLS / _MARKETO_WINDOW_S:
+            logger.warning(
+                "rate_limit_calls: %d per %g s is more than Marketo allows the whole instance (100 per 20 s); "
+                "expect 606 answers and retries, and set it to 50 per 20 s or less", self.rate_limit_calls,
+                self.rate_limit_period_s,
+            )
         return self
 
 
@@ -147,6 +159,8 @@ class MarketoDestinationConfiguration(CustomDestinationClientConfiguration, Mark
     """Seconds after an uncertain call before reading its activities back."""
 
 
+_MARKETO_CALLS, _MARKETO_WINDOW_S = 100, 20.0
+"""Marketo's rate limit for a whole instance."""
 _IDENTITY = ("base_url", "client_id", "client_secret")
 """The instance and its credentials: required, and not among a client's options."""
 _Function = TypeVar("_Function", bound=Callable[..., Any])
@@ -181,7 +195,7 @@ def _own_fields(spec: Type[BaseConfiguration]) -> List[str]:
 
 def _check_positive_whole(value: Any, setting: str, advice: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise MarketoConfigurationError(f"{setting} must be a positive whole number (got {value!r}); {advice}")
+        raise MarketoConfigurationError.of(setting, f"{value!r} is not a positive whole number", advice)
 
 
 def _is_number(value: Any) -> bool:

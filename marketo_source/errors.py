@@ -1,6 +1,8 @@
 """Errors the source raises. Catch `MarketoError` for all of them."""
 
-from typing import Optional
+from typing import Any, Optional, Set, get_args
+
+from dlt.common.configuration.exceptions import ConfigFieldMissingException, ConfigValueCannotBeCoercedException
 
 
 class MarketoError(Exception):
@@ -18,7 +20,22 @@ class MarketoError(Exception):
 
 
 class MarketoConfigurationError(MarketoError, ValueError):
-    """A setting is missing or wrong; the message names it and says what to do."""
+    """A setting is missing or wrong; the message names it and says what to do.
+
+    Attributes:
+        setting: The setting at fault, when one is: its message reads `<setting>: <what is wrong>;
+            <what to do>`.
+    """
+
+    def __init__(self, message: str, code: Optional[str] = None, endpoint: Optional[str] = None,
+                 setting: Optional[str] = None) -> None:
+        super().__init__(message, code, endpoint)
+        self.setting = setting
+
+    @classmethod
+    def of(cls, setting: str, problem: str, advice: str) -> "MarketoConfigurationError":
+        """The error of a setting: `<setting>: <problem>; <advice>`, one line."""
+        return cls(f"{setting}: {problem}; {advice}", setting=setting)
 
 
 class MarketoAuthError(MarketoError):
@@ -64,10 +81,40 @@ def marketo_error_behind(error: Optional[BaseException]) -> Optional[MarketoErro
     """The Marketo error behind `error`, such as dlt's `PipelineStepFailed`, or None.
 
     dlt wraps what a source or destination raises; the Marketo error is the one whose message
-    names the setting and says what to do.
+    names the setting and says what to do. dlt's own errors for a setting it cannot read (a value
+    of the wrong type, a required value missing) come back as `MarketoConfigurationError`.
     """
     while error is not None:
         if isinstance(error, MarketoError):
             return error
+        if isinstance(error, ConfigValueCannotBeCoercedException):
+            return _not_coerced(error)
+        if isinstance(error, ConfigFieldMissingException):
+            return MarketoConfigurationError.of(
+                error.fields[0], "not set", "set it in .dlt/config.toml (secrets in .dlt/secrets.toml) or as an "
+                "environment variable, e.g. SOURCES__MARKETO__" + error.fields[0].upper(),
+            )
         error = error.__cause__ or error.__context__
     return None
+
+
+def _not_coerced(error: ConfigValueCannotBeCoercedException) -> MarketoConfigurationError:
+    types = _types_in(error.hint)
+    if list in types:
+        return MarketoConfigurationError.of(
+            error.field_name, f"{error.field_value!r} is not a list",
+            "give a list in JSON, e.g. [1, 6], in an environment variable too",
+        )
+    kind = next((name for python_type, name in _KINDS if python_type in types), "of the setting's type")
+    return MarketoConfigurationError.of(error.field_name, f"{error.field_value!r} is not {kind}", f"give {kind}")
+
+
+_KINDS = ((bool, "true or false"), (int, "a whole number"), (float, "a number"), (str, "text"))
+
+
+def _types_in(hint: Any) -> Set[Any]:
+    """`hint`, its origin (list for List[int]) and those of its arguments (Optional[...])."""
+    found = {hint, getattr(hint, "__origin__", None)}
+    for argument in get_args(hint):
+        found |= _types_in(argument)
+    return found

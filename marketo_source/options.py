@@ -15,6 +15,9 @@ DEFAULT_START_DAYS_AGO = 89
 of its 90-day types (so no retention gap is reported), and more than it keeps of Delete Lead."""
 
 
+_ISO_DATE = "use an ISO 8601 date or datetime such as 2024-01-01 or 2024-01-01T00:00:00Z"
+_IDS = "list Marketo ids, e.g. [1, 2, 3] (JSON, in an environment variable too)"
+
 @dataclass(frozen=True)
 class ReadOptions:
     """What to read and from when, as the resources need it."""
@@ -60,19 +63,13 @@ def parse_start_date(value: Any) -> datetime:
     try:
         parsed = value if isinstance(value, datetime) else pendulum.parse(str(value), tz="UTC")
     except (ValueError, TypeError, pendulum.parsing.exceptions.ParserError):
-        raise MarketoConfigurationError(
-            f"start_date {value!r} is not a date. Set sources.marketo.start_date to an ISO 8601 "
-            "date or datetime such as 2024-01-01 or 2024-01-01T00:00:00Z."
-        ) from None
+        raise MarketoConfigurationError.of("start_date", f"{value!r} is not a date", _ISO_DATE) from None
     if not isinstance(parsed, datetime):
-        raise MarketoConfigurationError(
-            f"start_date {value!r} is not a date or datetime. Use e.g. 2024-01-01T00:00:00Z."
-        )
+        raise MarketoConfigurationError.of("start_date", f"{value!r} is not a date or datetime", _ISO_DATE)
     parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
     if parsed > datetime.now(timezone.utc):
-        raise MarketoConfigurationError(
-            f"start_date {value!r} lies in the future. Set sources.marketo.start_date to the "
-            "earliest activity date the first run should read."
+        raise MarketoConfigurationError.of(
+            "start_date", f"{value!r} lies in the future", "give the earliest activity date the first run should read"
         )
     return _plain(parsed)
 
@@ -87,24 +84,22 @@ def _int_list(value: Any, setting: str) -> Optional[List[int]]:
         return None
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, Sequence) or isinstance(items, (bytes, bytearray)):
-        raise MarketoConfigurationError(f"{setting} must be a list of whole numbers, got {value!r}.")
+        raise MarketoConfigurationError.of(setting, f"{value!r} is not a list of whole numbers", _IDS)
     parsed = [_whole_number(item, setting) for item in items]
     if not parsed:
-        raise MarketoConfigurationError(f"{setting} is empty; leave it unset to read everything.")
+        raise MarketoConfigurationError.of(setting, "the list is empty", "leave it unset to read everything")
     return sorted(set(parsed))
 
 
 def _whole_number(item: Any, setting: str) -> int:
     if isinstance(item, bool):
-        raise MarketoConfigurationError(f"{setting} holds {item!r}, which is not a whole number.")
+        raise MarketoConfigurationError.of(setting, f"{item!r} is not a whole number", _IDS)
     try:
         number = int(str(item).strip())
     except ValueError:
-        raise MarketoConfigurationError(
-            f"{setting} holds {item!r}, which is not a whole number. List Marketo ids, e.g. [1, 2, 3]."
-        ) from None
+        raise MarketoConfigurationError.of(setting, f"{item!r} is not a whole number", _IDS) from None
     if number <= 0:
-        raise MarketoConfigurationError(f"{setting} holds {item!r}; Marketo ids are positive.")
+        raise MarketoConfigurationError.of(setting, f"{item!r} is not positive", _IDS)
     return number
 
 
@@ -118,7 +113,7 @@ def _str_list(value: Any, setting: str) -> Optional[List[str]]:
     items = value.split(",") if isinstance(value, str) else value
     names = [str(item).strip() for item in items if str(item).strip()]
     if not names:
-        raise MarketoConfigurationError(f"{setting} is empty; leave it unset to read every lead field.")
+        raise MarketoConfigurationError.of(setting, "the list is empty", "leave it unset to read every lead field")
     return sorted(set(names))
 
 
@@ -127,18 +122,18 @@ def parse_time_slices(
 ) -> Optional[timedelta]:
     """The overlap of time slices, or None when `time_slices` is off."""
     if not isinstance(enabled, bool):
-        raise MarketoConfigurationError(f"time_slices must be true or false (got {enabled!r}).")
+        raise MarketoConfigurationError.of("time_slices", f"{enabled!r} is not true or false", "give true or false")
     overlap = _minutes(overlap_minutes, "time_slice_overlap_minutes")
     if enabled and overlap is None:
-        raise MarketoConfigurationError(
-            "time_slice_overlap_minutes must be more than 0 with time_slices: it is how late an activity "
-            "may be committed and still be read. Leave it at its default, 60, unless you know better."
+        raise MarketoConfigurationError.of(
+            "time_slice_overlap_minutes", "must be more than 0 with time_slices: it is how late an activity may "
+            "be recorded and still be read", "leave it at its default, 60",
         )
     if enabled and overlap is not None and late_commit_window is not None and overlap < late_commit_window:
-        raise MarketoConfigurationError(
-            f"time_slice_overlap_minutes ({overlap_minutes}) is less than late_commit_minutes "
-            f"({late_commit_window.total_seconds() / 60:g}): slices would miss activities recorded that late. "
-            "Set it to at least late_commit_minutes."
+        raise MarketoConfigurationError.of(
+            "time_slice_overlap_minutes", f"{overlap_minutes} is less than late_commit_minutes "
+            f"({late_commit_window.total_seconds() / 60:g}), so slices would miss activities recorded that late",
+            "set it to at least late_commit_minutes",
         )
     return overlap if enabled else None
 
@@ -149,5 +144,5 @@ def _minutes(minutes: Any, setting: str) -> Optional[timedelta]:
     except (TypeError, ValueError):
         value = -1
     if value < 0:
-        raise MarketoConfigurationError(f"{setting} must be a number of minutes, 0 or more (got {minutes!r}).")
+        raise MarketoConfigurationError.of(setting, f"{minutes!r} is not a number of minutes", "give 0 or more")
     return timedelta(minutes=value) if value else None

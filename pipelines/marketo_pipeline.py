@@ -20,10 +20,16 @@ the C library's allocator gives it back. Peak RSS of a whole run (tests/benchmar
 100k activities 243 MB instead of 276-299, 1M 339 MB instead of 387-395, and no slower. Arrow
 reads the setting once, when pyarrow is first imported, so it is set before anything imports it."""
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", ARROW_ALLOCATOR)
+REPOSITORY = Path(__file__).resolve().parent.parent
+if not Path(".dlt").is_dir() and (REPOSITORY / ".dlt").is_dir():
+    # dlt reads .dlt/ in the working directory; run from pipelines/ (as `dlt deploy`'s workflow
+    # does), the script still reads the repository's. A DLT_PROJECT_DIR set by the user wins.
+    os.environ.setdefault("DLT_PROJECT_DIR", str(REPOSITORY))
 
 import dlt  # noqa: E402 (after the allocator is chosen)
 
 from marketo_source import (  # noqa: E402 (after the allocator is chosen)
+    MarketoConfigurationError,
     discard_superseded_packages,
     duckdb_destination,
     marketo_error_behind,
@@ -38,9 +44,22 @@ _unlisted_pipeline = dlt.pipeline
 
 def main() -> int:
     args = _arguments()
-    if args.sandbox:
-        return _run_against_sandbox(args)
-    return _run(args, marketo_source(**_overrides(args)))
+    try:
+        if args.sandbox:
+            return _run_against_sandbox(args)
+        return _run(args, marketo_source(**_overrides(args)))
+    except Exception as error:  # a setting found wrong while the source is built
+        return _failed(args, error)
+
+
+def _failed(args: argparse.Namespace, error: BaseException) -> int:
+    """Prints why the run failed in one line where the error is Marketo's or a setting's; returns 1."""
+    behind = marketo_error_behind(error)
+    message = str(behind or error)
+    if isinstance(behind, MarketoConfigurationError) and behind.setting == "start_date" and args.start_date:
+        message = message.replace("start_date:", "--start-date:", 1)  # the user gave it on the command line
+    print(f"Run failed: {message}", file=sys.stderr)
+    return 1
 
 
 def _arguments() -> argparse.Namespace:
@@ -113,8 +132,7 @@ def _run(args: argparse.Namespace, source: Any, default_name: str = "marketo_pip
     try:
         pipeline.run(source, refresh=refresh)
     except Exception as error:  # dlt wraps the source's errors; show the one that says what to do
-        print(f"Run failed: {marketo_error_behind(error) or error}", file=sys.stderr)
-        return 1
+        return _failed(args, error)
     return _print_summary(pipeline)
 
 

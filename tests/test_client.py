@@ -220,14 +220,14 @@ def test_a_rejected_parameter_names_marketos_code(sandbox: MarketoSandbox) -> No
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
     [
-        ("lead_ids", ["12a"], "lead_ids holds '12a'"),
-        ("activity_type_ids", [1, "two"], "activity_type_ids holds 'two'"),
-        ("start_date", "2999-01-01", "start_date '2999-01-01' lies in the future"),
-        ("start_date", "last tuesday", "start_date 'last tuesday' is not a date"),
-        ("max_concurrency", 11, "max_concurrency must be between 1 and 10"),
-        ("rate_limit_calls", 0, "rate_limit_calls must be a positive"),
+        ("lead_ids", ["12a"], "lead_ids: '12a' is not a whole number"),
+        ("activity_type_ids", [1, "two"], "activity_type_ids: 'two' is not a whole number"),
+        ("start_date", "2999-01-01", "start_date: '2999-01-01' lies in the future"),
+        ("start_date", "last tuesday", "start_date: 'last tuesday' is not a date"),
+        ("max_concurrency", 11, "max_concurrency: 11 is not between 1 and 10"),
+        ("rate_limit_calls", 0, "rate_limit_calls: 0 is not a positive whole number"),
         ("base_url", "123-ABC-456.mktorest.com", "is not an http"),
-        ("client_secret", "", "client_secret is not set"),
+        ("client_secret", "", "client_secret: not set"),
     ],
 )
 def test_bad_settings_are_named(sandbox: MarketoSandbox, setting: str, value: Any, message: str) -> None:

@@ -125,14 +125,14 @@ def test_the_source_and_the_destination_take_exactly_the_declared_settings() -> 
 
 def test_settings_given_as_arguments_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCES__MARKETO__BASE_URL", "https://from-the-environment.mktorest.com")
-    with pytest.raises(MarketoConfigurationError, match=r"client_secret is not set. Put it under .sources.marketo."):
+    with pytest.raises(MarketoConfigurationError, match=r"client_secret: not set; put it under .sources.marketo."):
         marketo_source(client_id="an-id")
-    with pytest.raises(MarketoConfigurationError, match="max_concurrency must be between 1 and 10"):
+    with pytest.raises(MarketoConfigurationError, match="max_concurrency: 11 is not between 1 and 10"):
         marketo_source(client_id="an-id", client_secret="a-secret", max_concurrency=11)
 
 
 def test_a_missing_destination_secret_is_named_in_the_destinations_own_section() -> None:
     config = MarketoDestinationConfiguration(base_url="https://123-ABC-456.mktorest.com", client_id="an-id")
-    with pytest.raises(MarketoConfigurationError, match=r"Put it under \[destination.marketo_custom_activities\]"
+    with pytest.raises(MarketoConfigurationError, match=r"put it under \[destination.marketo_custom_activities\]"
                        r" .*DESTINATION__MARKETO_CUSTOM_ACTIVITIES__CLIENT_SECRET"):
         MarketoClient.connect(config)

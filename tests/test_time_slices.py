@@ -157,12 +157,18 @@ def test_a_run_after_a_sliced_backfill_reads_only_what_is_new(
 @pytest.mark.parametrize(
     ("settings_given", "named"),
     [
-        (dict(time_slices="yes"), "time_slices must be true or false"),
-        (dict(time_slices=True, time_slice_overlap_minutes=0), "time_slice_overlap_minutes must be more than 0"),
-        (dict(time_slices=True, time_slice_overlap_minutes="soon"), "time_slice_overlap_minutes must be a number"),
+        (dict(time_slices="yes"), "time_slices: 'yes' is not true or false"),
+        (
+            dict(time_slices=True, time_slice_overlap_minutes=0),
+            "time_slice_overlap_minutes: must be more than 0 with time_slices",
+        ),
+        (
+            dict(time_slices=True, time_slice_overlap_minutes="soon"),
+            "time_slice_overlap_minutes: 'soon' is not a number",
+        ),
         (
             dict(time_slices=True, time_slice_overlap_minutes=30),
-            "time_slice_overlap_minutes .30. is less than late_commit_minutes",
+            "time_slice_overlap_minutes: 30 is less than late_commit_minutes",
         ),
     ],
 )
