@@ -197,7 +197,15 @@ class Progress:
         return self.windows[self.committed - 1].end if self.committed else None
 
     def job(self, export_id: str) -> Job:
-        return next(job for job in self.jobs if job.export_id == export_id)
+        """The job of an export.
+
+        Raises:
+            KeyError: No job of this progress has that exportId.
+        """
+        for job in self.jobs:
+            if job.export_id == export_id:
+                return job
+        raise KeyError(export_id)
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -252,7 +260,7 @@ class Progress:
         by_id = {str(entry.get("exportId")): entry for entry in listed}
         progress = self
         for job in self.jobs:
-            if job.export_id in by_id and job.stage in AT_MARKETO:
+            if job.export_id in by_id:
                 progress = progress.with_job(job.observed(by_id[job.export_id], now))
         return progress
 
