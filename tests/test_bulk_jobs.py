@@ -46,7 +46,7 @@ def through(progress: Progress, job: Job, export_id: str, *steps: str) -> Progre
     job = job.created(export_id)
     for step in steps:
         if step == "queued":
-            job = job.enqueue_answered()
+            job = job.enqueue_answered(NOW)
         elif step == "completed":
             job = job.observed(completed(export_id), NOW)
         elif step == "downloaded":
@@ -91,6 +91,14 @@ def test_unknown_sizes_plan_one_window_with_all_its_types_and_wait_for_its_file(
     progress = begun().planned_more(400 * MB, 400 * MB)
     assert [(job.window, job.type_ids) for job in progress.jobs] == [(progress.windows[0], (1, 6, 7))]
     assert progress.planned_more(400 * MB, 400 * MB) == progress
+    # Its file completed and downloaded: still nothing more until its rows tell each type's size.
+    progress = through(progress, progress.jobs[0], "e1", "queued", "completed", "downloaded")
+    assert progress.planned_more(400 * MB, 400 * MB) == progress
+    job = progress.job("e1")
+    progress = progress.learned(job, {1: 100, 6: 200}).with_job(job.loaded())
+    assert progress.committed == 1 and set(progress.rates) == {1, 6, 7}
+    planned = progress.planned_more(400 * MB, 400 * MB)
+    assert [(job.window, job.type_ids) for job in planned.jobs] == [(w, (1, 6, 7)) for w in progress.windows[1:]]
 
 
 def test_known_sizes_that_fit_plan_one_job_per_window_with_every_type() -> None:
@@ -150,7 +158,7 @@ def test_a_job_goes_from_planned_to_loaded_and_commits_its_window() -> None:
     job = progress.to_create(enqueue_slots([]))[0]
     job = job.created("e1")
     assert (job.stage, job.export_id, job.attempts) == (Stage.CREATED, "e1", 1)
-    job = job.enqueue_answered()
+    job = job.enqueue_answered(NOW)
     assert job.stage is Stage.QUEUED
     job = job.observed(status("e1", "Processing"), NOW)
     assert (job.stage, job.polled_at) == (Stage.PROCESSING, NOW)
@@ -214,13 +222,13 @@ def test_a_file_gone_from_marketo_plans_its_job_again() -> None:
 
 def test_enqueue_answers() -> None:
     job = Job(Window(START, HAND_OVER), (1,)).created("e1")
-    assert job.enqueue_answered("1029", "Too many jobs in queue") == job
-    assert job.enqueue_answered("1029", "Job already queued").stage is Stage.QUEUED
-    assert job.enqueue_answered("1029", "Export daily quota exceeded") == job
+    assert job.enqueue_answered(NOW, "1029", "Too many jobs in queue") == job
+    assert job.enqueue_answered(NOW, "1029", "Job already queued").stage is Stage.QUEUED
+    assert job.enqueue_answered(NOW, "1029", "Export daily quota exceeded") == job
     assert quota.is_quota_refusal("1029", "Export daily quota exceeded")
     assert not quota.is_quota_refusal("1029", "Too many jobs in queue")
     with pytest.raises(MarketoRequestError, match="1003"):
-        job.enqueue_answered("1003", "Invalid export id")
+        job.enqueue_answered(NOW, "1003", "Invalid export id")
 
 
 def test_the_queue_takes_what_the_job_list_leaves_and_jobs_are_created_only_to_be_enqueued() -> None:
@@ -240,16 +248,18 @@ def test_the_queue_takes_what_the_job_list_leaves_and_jobs_are_created_only_to_b
 
 def test_a_job_is_polled_at_most_once_per_interval_and_the_reader_learns_when_to_poll_next() -> None:
     progress = Progress(begun().windows, (1,), rates={1: 1.0}).planned_more(400 * MB, 400 * MB)
-    progress = through(progress, progress.jobs[0], "e1", "queued")
-    progress = through(progress, progress.jobs[1], "e2", "queued")
-    assert [job.export_id for job in progress.due(NOW, INTERVAL)] == ["e1", "e2"]
-    progress = progress.with_job(progress.job("e1").observed(status("e1", "Processing"), NOW))
-    progress = progress.with_job(progress.job("e2").observed(status("e2", "Queued"), NOW + timedelta(seconds=20)))
+    progress = through(progress, progress.jobs[0], "e1", "queued")  # enqueued at NOW
+    progress = progress.with_job(progress.jobs[1].created("e2").enqueue_answered(NOW + timedelta(seconds=20)))
     assert progress.due(NOW + timedelta(seconds=59), INTERVAL) == []
     assert progress.next_poll_at(INTERVAL) == NOW + INTERVAL
     assert [job.export_id for job in progress.due(NOW + INTERVAL, INTERVAL)] == ["e1"]
-    progress = progress.with_job(progress.job("e1").observed(completed("e1"), NOW + INTERVAL))
+    progress = progress.with_job(progress.job("e1").observed(status("e1", "Processing"), NOW + INTERVAL))
     assert progress.next_poll_at(INTERVAL) == NOW + timedelta(seconds=80)
+    progress = progress.with_job(progress.job("e2").observed(completed("e2"), NOW + timedelta(seconds=80)))
+    assert progress.next_poll_at(INTERVAL) == NOW + 2 * INTERVAL
+    # A queued job whose status this run has not read yet (adopted from an earlier run) is due at once.
+    never_polled = Progress(jobs=(Job(Window(START, HAND_OVER), (1,), "e9", Stage.QUEUED),))
+    assert never_polled.due(NOW, INTERVAL) == list(never_polled.jobs)
     assert Progress().next_poll_at(INTERVAL) is None
 
 
@@ -277,7 +287,7 @@ def test_progress_round_trips_through_the_claims_saved_mapping() -> None:
     progress = through(progress, progress.jobs[0], "e1", "queued", "completed")
     progress = progress.with_job(progress.job("e1").observed(completed("e1"), NOW))
     progress = progress.paused(quota.quota_exceeded(NOW))
-    progress = progress.with_job(progress.jobs[1].created("e2").enqueue_answered())
+    progress = progress.with_job(progress.jobs[1].created("e2").enqueue_answered(NOW))
     claim = HistoryClaim("bulk", START, HAND_OVER, progress=progress.to_json())
     saved = json.loads(json.dumps(claim.to_json()))
     assert Progress.from_json(HistoryClaim.from_json(saved).progress) == progress

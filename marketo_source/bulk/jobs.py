@@ -93,17 +93,18 @@ class Job:
         """Marketo created the export."""
         return replace(self, export_id=export_id, stage=Stage.CREATED, attempts=self.attempts + 1)
 
-    def enqueue_answered(self, code: Optional[str] = None, message: str = "") -> "Job":
-        """After Enqueue Export Job: Marketo's refusal code and message, if it refused.
+    def enqueue_answered(self, now: datetime, code: Optional[str] = None, message: str = "") -> "Job":
+        """After Enqueue Export Job answered at `now`: Marketo's refusal code and message, if it refused.
 
         A full queue (1029 "Too many jobs in queue") or a used-up export quota leaves the job
         created, to enqueue later; "Job already queued" means a previous enqueue went through.
+        The answer tells the status, so the next status read waits a poll interval.
 
         Raises:
             MarketoRequestError: Any other refusal.
         """
         if code is None or (code == "1029" and ALREADY_QUEUED.lower() in message.lower()):
-            return replace(self, stage=Stage.QUEUED)
+            return replace(self, stage=Stage.QUEUED, polled_at=now)
         if code == "1029" and (QUEUE_FULL.lower() in message.lower() or is_quota_refusal(code, message)):
             return self
         raise MarketoRequestError(f"Marketo refused to enqueue export {self.export_id} ({code} {message})", code)
@@ -217,8 +218,10 @@ class Progress:
                 of jobs not completed yet are taken from it here.
             daily_limit: Bytes of a whole day's budget (`quota.daily_limit_bytes`).
         """
+        # Completed files count in what today spent; those not loaded yet have not taught their sizes.
         unfinished = [job for job in self.jobs if job.stage in {Stage.PLANNED, Stage.CREATED} | WAITING]
         promised = sum(plan.estimate(job.window, job.type_ids, self.rates) or 0 for job in unfinished)
+        in_flight = any(job.stage is not Stage.LOADED for job in self.jobs)
         covered: Dict[Window, set[int]] = {}
         for job in self.jobs:
             covered.setdefault(job.window, set()).update(job.type_ids)
@@ -226,7 +229,7 @@ class Progress:
             (window, tuple(t for t in self.type_ids if t not in covered.get(window, set())))
             for window in self.windows[self.committed:]
         ]
-        new = plan.next_jobs(pending, self.rates, max(remaining - promised, 0), daily_limit, bool(unfinished))
+        new = plan.next_jobs(pending, self.rates, max(remaining - promised, 0), daily_limit, in_flight)
         return replace(self, jobs=(*self.jobs, *(Job(window, type_ids) for window, type_ids in new)))
 
     def learned(self, job: Job, rows_by_type: Mapping[int, int]) -> "Progress":

@@ -92,7 +92,7 @@ def next_jobs(
         rates: What a day of each type takes in files (`Rates`).
         remaining: Bytes of today's export budget neither spent nor promised to jobs in flight.
         daily_limit: Bytes of a whole day's export budget.
-        in_flight: Whether jobs planned before have not completed yet.
+        in_flight: Whether jobs planned before are not loaded yet.
     """
     planned: List[Tuple[Window, TypeIds]] = []
     for window, type_ids in pending:
