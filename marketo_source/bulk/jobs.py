@@ -124,7 +124,8 @@ class Job:
             return replace(observed, file_size=_count(status.get("fileSize")),
                            file_checksum=status.get("fileChecksum"), records=_count(status.get("numberOfRecords")))
         if stage in PLANNED_AGAIN:
-            return replace(observed, error=f"Marketo's status {status.get('status')}: {status.get('errorMsg') or ''}")
+            reason = f": {status['errorMsg']}" if status.get("errorMsg") else ""
+            return replace(observed, error=f"Marketo's status {status.get('status')}{reason}")
         return observed
 
     def downloaded(self) -> "Job":
