@@ -48,6 +48,15 @@ CASES = [
     ({"SOURCES__MARKETO__DAILY_CALL_LIMIT": "0"}, [],
      "daily_call_limit: 0 is not a positive whole number of calls; give one or leave it unset; 40000 leaves a "
      "fifth of the default quota to the instance's other integrations"),
+    ({"SOURCES__MARKETO__BACKFILL": "sideways"}, [],
+     "backfill: 'sideways' is not one of rest, bulk, auto; give rest (REST paging), bulk (Bulk Activity Extract) "
+     "or auto"),
+    ({"SOURCES__MARKETO__BULK_POLL_INTERVAL_S": "0"}, [],
+     "bulk_poll_interval_s: 0.0 is not a positive number of seconds; give 60 or more: Marketo updates a job's "
+     "status at most once a minute"),
+    ({"SOURCES__MARKETO__BULK_DAILY_MB_LIMIT": "-5"}, [],
+     "bulk_daily_mb_limit: -5.0 is not a positive number of MB; give the MB of export files a day the source may "
+     "use, e.g. 400 of Marketo's default 500"),
     ({"SOURCES__MARKETO__CLIENT_SECRET": ""}, [],
      "client_secret: not set; put it under [sources.marketo] in .dlt/secrets.toml or set "
      "SOURCES__MARKETO__CLIENT_SECRET"),
