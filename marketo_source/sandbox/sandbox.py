@@ -128,7 +128,8 @@ class MarketoSandbox:
         (static list id -> member lead ids)."""
         return self.store.ground_truth()
 
-    def add_activities(self, new: int = 0, late: int = 0, lateness_s: float | None = None) -> list[dict[str, Any]]:
+    def add_activities(self, new: int = 0, late: int = 0, lateness_s: float | None = None,
+                       hostile: bool = False) -> list[dict[str, Any]]:
         """Commit activities now, as Marketo records them: some on time, some after their activityDate.
 
         Types are drawn as in the initial log; about one in 40 of each kind is the New Lead of a new lead,
@@ -139,6 +140,9 @@ class MarketoSandbox:
             late: Activities dated now minus a lateness drawn from their type's range in DataSpec.lateness.
             lateness_s: Date every late activity exactly this many seconds before now instead (whole
                 seconds), e.g. 10800 to commit something later than any window a reader keeps.
+            hostile: Give their primary attribute values and text attribute values from
+                `hostile.HOSTILE_VALUES` (quotes, commas, line breaks, NUL bytes, non-ASCII), to test
+                export file parsers; Change Data Value records keep theirs.
 
         Returns:
             The added records as Get Lead Activities renders them, in commit order (new ones first).
@@ -146,7 +150,7 @@ class MarketoSandbox:
         Raises:
             ValueError: For a negative `lateness_s`.
         """
-        return self.store.add_activities(new, late, lateness_s)
+        return self.store.add_activities(new, late, lateness_s, hostile)
 
     def set_auto_add(self, auto_add: tuple[int, int, int] | None) -> None:
         """Change DataSpec.auto_add while serving: (every_n_calls, new, late), or None to stop adding."""

@@ -274,18 +274,18 @@ class SandboxHTTPServer(ThreadingHTTPServer):
 
 
 def admin_actions(stats: Callable[[], Any], reset_stats: Callable[[], None], ground_truth: Callable[[], Any],
-                  add_activities: Callable[[int, int, float | None], Any],
+                  add_activities: Callable[[int, int, float | None, bool], Any],
                   ) -> dict[tuple[str, str], Callable[[bytes], Any]]:
     """The /_sandbox/ endpoints, for tests and benchmarks that run the sandbox in another process.
 
-    `POST /_sandbox/add-activities` takes `{"new": n, "late": m, "lateness_s": s}`, each optional.
+    `POST /_sandbox/add-activities` takes `{"new": n, "late": m, "lateness_s": s, "hostile": b}`, each optional.
     """
 
     def add(body: bytes) -> Any:
         spec = json.loads(body or b"{}")
         lateness_s = spec.get("lateness_s")
         return add_activities(int(spec.get("new", 0)), int(spec.get("late", 0)),
-                              None if lateness_s is None else float(lateness_s))
+                              None if lateness_s is None else float(lateness_s), bool(spec.get("hostile", False)))
 
     def reset(_: bytes) -> dict[str, bool]:
         reset_stats()

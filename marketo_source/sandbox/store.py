@@ -27,6 +27,7 @@ from .catalog import (
 from .custom_types import CustomTypeRegistry
 from .errors import ApiError, invalid
 from .generator import DataGenerator, DataSpec, format_date
+from .hostile import make_hostile
 from .paging import Block, TokenCodec, TokenOrder, paging_order
 from .records import Activity, close_lead_change, field_entry, render_activity, render_lead_change_head
 
@@ -254,10 +255,12 @@ class Store:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def add_activities(self, new: int, late: int, lateness_s: float | None = None) -> list[dict[str, Any]]:
+    def add_activities(self, new: int, late: int, lateness_s: float | None = None,
+                       hostile: bool = False) -> list[dict[str, Any]]:
         """Commit `new` activities dated now and `late` ones dated their lateness before now.
 
-        See DataGenerator.more_activities; "now" is the wall clock in whole seconds.
+        See DataGenerator.more_activities; "now" is the wall clock in whole seconds. With `hostile`, their
+        text values come from hostile.HOSTILE_VALUES (quotes, commas, line breaks, NUL bytes, non-ASCII).
 
         Raises:
             ValueError: For a negative `lateness_s`, which would date activities in the future.
@@ -267,6 +270,8 @@ class Store:
         with self.lock:
             now_ms = int(time.time()) * 1000  # truncated, so never ahead of the clock
             activities = self.generator.more_activities(new, late, now_ms, lateness_s)
+            if hostile:
+                activities = [make_hostile(activity, index) for index, activity in enumerate(activities)]
             return [json.loads(self._commit(activity)) for activity in activities]
 
     def add_custom_activities(self, items: Sequence[Any]) -> list[dict[str, Any]]:
