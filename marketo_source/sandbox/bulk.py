@@ -207,7 +207,6 @@ class BulkExports:
                 raise ApiError("1029", "Too many jobs in queue")
             self._check_quota()
             job.queued_at = now
-            self._advance()
             return job.render(self._visible(now))
 
     def status(self, export_id: str) -> dict[str, Any]:
