@@ -146,6 +146,17 @@ _ANSWER_TIME_WEIGHT = 0.05
 """Weight of the newest call in `answer_s`: about the last 20 calls count."""
 
 
+class RateLimitWaits(Protocol):
+    """Told when a call waits for the rate limit, so that a run can say why its calls stand still."""
+
+    def waiting(self, seconds: float, calls: int, period_s: float) -> None:
+        """A call waits `seconds` for a place in the window of `calls` per `period_s`.
+
+        Called before every wait whose length the clock alone decides, by each waiting thread and
+        again after each wake-up, with the limiter's lock held: it must return at once.
+        """
+
+
 class CallLimiter:
     """Keeps calls within a sliding window and caps the calls in flight.
 
@@ -161,11 +172,15 @@ class CallLimiter:
 
     When calls wait, urgent calls (those of the chain of pages a run waits for) take the places
     that free up before the others, though not from a call that has waited a whole window.
+    `waits`, when given, is told of each wait (see `RateLimitWaits`).
     """
 
-    def __init__(self, calls: int, period_s: float, max_concurrency: int) -> None:
+    def __init__(
+        self, calls: int, period_s: float, max_concurrency: int, waits: Optional[RateLimitWaits] = None
+    ) -> None:
         self.calls = calls
         self.period_s = period_s
+        self._waits = waits
         self._in_flight = threading.BoundedSemaphore(max_concurrency)
         self._ended: Deque[float] = deque()
         self._started = 0
@@ -209,7 +224,10 @@ class CallLimiter:
                         return
                     if urgent and not waiting:
                         self._urgent_waiting, waiting = self._urgent_waiting + 1, True
-                    self._changed.wait(self._wait_s(free, now))
+                    wait_s = self._wait_s(free, now)
+                    if wait_s is not None and self._waits is not None:
+                        self._waits.waiting(wait_s, self.calls, self.period_s)
+                    self._changed.wait(wait_s)
             finally:
                 if waiting:  # left by an exception (an interrupt in the wait)
                     self._urgent_waiting -= 1
@@ -274,12 +292,20 @@ class MarketoClient:
         client_secret: The LaunchPoint service's client secret.
         gate: Asked before every attempt, retries included, whether the call may be made; it
             raises to refuse it (the daily call limit, `budget.DailyUsage`).
+        waits: Told when a call waits for the rate limit (`run_report.RateLimitNotices` logs it).
         **options: Any other setting of `config.MarketoConnection` (limits, timeouts, retries),
             e.g. `rate_limit_calls=50`; what is not given keeps its default.
     """
 
     def __init__(
-        self, base_url: str, client_id: str, client_secret: str, *, gate: Optional["CallGate"] = None, **options: Any
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        gate: Optional["CallGate"] = None,
+        waits: Optional[RateLimitWaits] = None,
+        **options: Any,
     ) -> None:
         connection = MarketoConnection(base_url=base_url, client_id=client_id, client_secret=client_secret, **options)
         connection.checked()
@@ -292,7 +318,7 @@ class MarketoClient:
         self.backoff_base_s = connection.backoff_base_s
         self.backoff_max_s = connection.backoff_max_s
         self.limiter = CallLimiter(
-            connection.rate_limit_calls, connection.rate_limit_period_s, connection.max_concurrency
+            connection.rate_limit_calls, connection.rate_limit_period_s, connection.max_concurrency, waits
         )
         self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connection.max_concurrency + 2)
         self._local = threading.local()
@@ -313,13 +339,15 @@ class MarketoClient:
         self._gate = gate
 
     @classmethod
-    def connect(cls, connection: MarketoConnection, gate: Optional["CallGate"] = None) -> "MarketoClient":
+    def connect(
+        cls, connection: MarketoConnection, gate: Optional["CallGate"] = None, waits: Optional[RateLimitWaits] = None
+    ) -> "MarketoClient":
         """A client for a resolved configuration (the source's, the destination's, or a connection);
         a setting that is missing or unusable is named where that configuration is read from."""
         connection.checked()
         return cls(
             connection.base_url or "", connection.client_id or "", connection.client_secret or "", gate=gate,
-            **connection.client_options(),
+            waits=waits, **connection.client_options(),
         )
 
     def get(
