@@ -77,7 +77,6 @@ in the UTC week (from Monday) of its Send Email, so that counts per week form a 
 would fall later is not generated, as if the lead never took it.
 """
 FOLLOWING_STEPS = frozenset(following for following, _, _ in EMAIL_FUNNEL.values())
-STEP_BEFORE = {following: step for step, (following, _, _) in EMAIL_FUNNEL.items()}
 
 
 @dataclass(frozen=True)
