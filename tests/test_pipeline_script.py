@@ -54,7 +54,7 @@ def test_sandbox_run_loads_the_sandbox_data_and_prints_a_summary(tmp_path: Path)
 
 
 def test_a_run_configured_only_through_dlt_files(tmp_path: Path) -> None:
-    data = DataSpec(seed=77, leads=30, activities=1200, days=6, start_date="2026-10-10T00:00:00Z")
+    data = DataSpec(seed=77, leads=30, activities=3000, days=6, start_date="2026-10-10T00:00:00Z")
     with MarketoSandbox(data=data, client_id="files-id", client_secret="files-secret") as unseen:
         (tmp_path / ".dlt").mkdir()
         (tmp_path / ".dlt" / "config.toml").write_text(
@@ -93,10 +93,11 @@ def _settings_of(sandbox: MarketoSandbox, tmp_path: Path) -> Dict[str, str]:
 
 
 def test_a_run_logged_to_a_file_shows_its_progress_and_its_waits_as_they_happen(tmp_path: Path) -> None:
-    data = DataSpec(seed=77, leads=30, activities=1200, days=6, start_date="2026-10-10T00:00:00Z")
+    data = DataSpec(seed=77, leads=30, activities=3000, days=6, start_date="2026-10-10T00:00:00Z")
     log = tmp_path / "run.log"
     with MarketoSandbox(data=data) as sandbox:
-        # The run makes 13 calls: the 11th waits most of a window, the last ones are paced.
+        # The run makes about 20 calls: the 11th waits most of a window, the later ones are paced, so
+        # that counters are printed after the wait whatever the load on the machine.
         env = {**_settings_of(sandbox, tmp_path),
                "SOURCES__MARKETO__RATE_LIMIT_CALLS": "10", "SOURCES__MARKETO__RATE_LIMIT_PERIOD_S": "8"}
         with log.open("w") as output:  # stdout and stderr to one file, as `>run.log 2>&1` from cron
