@@ -147,8 +147,7 @@ def test_listed_completed_sizes_sum_to_the_export_bytes_of_the_day(api: BulkApi)
 def test_files_expire_after_their_retention_and_on_demand(start_sandbox: StartSandbox) -> None:
     api = _bulk(start_sandbox, BulkSpec(queue_s=0, processing_s=0.05, status_interval_s=0.01,
                                         file_retention_days=2, status_retention_days=3, list_days=2))
-    export_id = api.export()[1] and api.sandbox.bulk_jobs()[0]["exportId"]
-    other = api.export()[1] and api.sandbox.bulk_jobs()[1]["exportId"]
+    export_id, other = (api.export()[0]["exportId"] for _ in range(2))
     api.sandbox.expire_bulk_file(other)
     assert api.file(other).status_code == 404
     api.sandbox.bulk_new_day()
@@ -164,8 +163,7 @@ def test_files_expire_after_their_retention_and_on_demand(start_sandbox: StartSa
 
 
 def test_expire_file_over_admin_http(api: BulkApi) -> None:
-    api.export()
-    export_id = api.sandbox.bulk_jobs()[0]["exportId"]
+    export_id = api.export()[0]["exportId"]
     expired = requests.post(f"{api.base_url}/_sandbox/bulk-expire-file", json={"exportId": export_id}, timeout=10)
     assert expired.status_code == 200
     assert api.file(export_id).status_code == 404

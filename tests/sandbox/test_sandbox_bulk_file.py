@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from marketo_source.sandbox import BulkSpec, MarketoSandbox
+from marketo_source.sandbox.bulk import CreatedAtReading
 from marketo_source.sandbox.export_file import DEFAULT_FIELDS, export_csv
 from marketo_source.sandbox.hostile import HOSTILE_VALUES
 
@@ -81,7 +82,7 @@ def test_unknown_field_is_refused() -> None:
 FAST = BulkSpec(queue_s=0, processing_s=0.05, status_interval_s=0.01)
 
 
-def _bulk(start_sandbox: StartSandbox, created_at: str = "activity_date") -> BulkApi:
+def _bulk(start_sandbox: StartSandbox, created_at: CreatedAtReading = "activity_date") -> BulkApi:
     return BulkApi(start_sandbox(bulk=replace(FAST, created_at=created_at)))
 
 
@@ -131,7 +132,7 @@ def test_file_holds_the_filtered_activities_but_never_delete_lead(start_sandbox:
 
 
 @pytest.mark.parametrize("created_at", ["activity_date", "recorded"])
-def test_created_at_reading(start_sandbox: StartSandbox, created_at: str) -> None:
+def test_created_at_reading(start_sandbox: StartSandbox, created_at: CreatedAtReading) -> None:
     api = _bulk(start_sandbox, created_at)
     late = api.sandbox.add_activities(late=30, lateness_s=3 * 3600)
     on_time = api.sandbox.add_activities(new=30)
