@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from .auth import SCOPE
+from .bulk import BulkExports
 from .errors import ApiError, blank, invalid
 from .store import ReadQuery, Store, lead_fields, parse_datetime_ms
 
@@ -25,6 +26,7 @@ class Request:
     params: dict[str, list[str]]
     body: bytes = b""
     path_args: tuple[str, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
 
     def first(self, name: str) -> str:
         """The first value of a query parameter, stripped ("" when absent)."""
@@ -54,6 +56,16 @@ class Answer:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class FileAnswer:
+    """An answer outside Marketo's envelope, such as an export file or its plain-text 404."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Context:
     """What endpoints need besides the request."""
@@ -61,9 +73,11 @@ class Context:
     store: Store
     block_size: int
     quota_used: Callable[[], int]
+    bulk: BulkExports
 
 
-Endpoint = Callable[[Context, Request], Answer]
+Endpoint = Callable[[Context, Request], Answer | FileAnswer]
+RouteTable = tuple[tuple[str, str, str, Endpoint], ...]
 
 
 def _required(request: Request, name: str) -> str:
@@ -85,7 +99,12 @@ def _integers(request: Request, name: str, maximum: int | None = None) -> frozen
         raise invalid(f"Invalid value for {name}: {','.join(values)}") from None
 
 
-def _batch_size(request: Request) -> int:
+def batch_size(request: Request) -> int:
+    """The batchSize parameter, 1 to 300 (default 300).
+
+    Raises:
+        ApiError: 1003 for a value out of range.
+    """
     text = request.first("batchSize")
     if not text:
         return MAX_BATCH
@@ -107,7 +126,7 @@ def _lead_filter(context: Context, request: Request) -> frozenset[int] | None:
 
 def _page(context: Context, request: Request, query: ReadQuery) -> Answer:
     token = _required(request, "nextPageToken")
-    page = context.store.read(query, token, _batch_size(request), context.block_size)
+    page = context.store.read(query, token, batch_size(request), context.block_size)
     return Answer(page.records, {"nextPageToken": page.next_page_token, "moreResult": page.more_result})
 
 
@@ -218,7 +237,7 @@ class Route:
 
 
 _TYPE = "/rest/v1/activities/external/type/([^/]+)"
-_ROUTE_TABLE: tuple[tuple[str, str, str, Endpoint], ...] = (
+_ROUTE_TABLE: RouteTable = (
     ("GET", "/rest/v1/activities/types.json", "activity_types", activity_types),
     ("GET", "/rest/v1/activities/pagingtoken.json", "paging_token", paging_token),
     ("GET", "/rest/v1/activities.json", "activities", activities),
@@ -241,15 +260,20 @@ _ROUTE_TABLE: tuple[tuple[str, str, str, Endpoint], ...] = (
     ("GET", "/rest/v1/leads/describe2.json", "describe_leads", describe_leads),
     ("GET", "/rest/v1/stats/usage.json", "usage", usage),
 )
-ROUTES: tuple[Route, ...] = tuple(Route(method, re.compile(path.replace(".json", r"\.json")), name, endpoint)
-                                  for method, path, name, endpoint in _ROUTE_TABLE)
+def routes(table: RouteTable) -> tuple[Route, ...]:
+    """Routes of (method, path pattern, name, endpoint) rows; the dot of ".json" matches only a dot."""
+    return tuple(Route(method, re.compile(path.replace(".json", r"\.json")), name, endpoint)
+                 for method, path, name, endpoint in table)
 
 
-def find_route(path: str) -> tuple[list[Route], tuple[str, ...]]:
+ROUTES = routes(_ROUTE_TABLE)
+
+
+def find_route(path: str, candidates: tuple[Route, ...] = ROUTES) -> tuple[list[Route], tuple[str, ...]]:
     """Routes whose pattern matches `path` (any method) and the captured path arguments."""
-    for route in ROUTES:
+    for route in candidates:
         match = route.pattern.fullmatch(path)
         if match:
-            same_path = [other for other in ROUTES if other.pattern.pattern == route.pattern.pattern]
+            same_path = [other for other in candidates if other.pattern.pattern == route.pattern.pattern]
             return same_path, match.groups()
     return [], ()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 MARKETO_FAULTS = ("601", "602", "603", "604", "606", "607", "608", "611", "615", "713")
-TRANSPORT_FAULTS = ("http500", "http502", "slow", "reset", "truncated")
+TRANSPORT_FAULTS = ("http500", "http502", "slow", "reset", "truncated", "cut")
 
 
 @dataclass(frozen=True)
@@ -18,12 +18,14 @@ class Fault:
     Attributes:
         kind: A Marketo code ("601", "602", "603", "604", "606", "607", "608", "611", "615", "713") answered in the
             envelope, or "http500", "http502", "slow" (answer after slow_s), "reset" (TCP reset without
-            an answer) or "truncated" (a 200 answer whose JSON is cut in half).
+            an answer), "truncated" (a 200 answer whose JSON is cut in half) or "cut" (the connection closes
+            after cut_bytes bytes of the body, while the headers announce all of it: a download cut short).
         probability: Chance to inject on each REST call (seeded, see MarketoSandbox fault_seed).
-        calls: 1-based numbers of REST calls (counting every request to /rest) to inject at.
+        calls: 1-based numbers of REST calls (counting every request to /rest and /bulk) to inject at.
         endpoint: Only inject on this endpoint name (see stats()["calls"]).
         times: Inject at most this many times.
         slow_s: Delay of a "slow" answer.
+        cut_bytes: Bytes of the body a "cut" answer sends before the connection closes.
     """
 
     kind: str
@@ -32,6 +34,7 @@ class Fault:
     endpoint: str | None = None
     times: int | None = None
     slow_s: float = 35.0
+    cut_bytes: int = 1024
 
     def __post_init__(self) -> None:
         if self.kind not in MARKETO_FAULTS + TRANSPORT_FAULTS:

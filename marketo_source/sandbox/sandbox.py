@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from .auth import AccessTokens
+from .bulk import BulkExports, BulkSpec
 from .faults import Fault, FaultInjector
 from .generator import DataSpec
 from .limits import LimitGate, Limits
@@ -30,7 +31,7 @@ class MarketoSandbox:
                  token_ttl_s: float = 3600, block_size: int = 1000, host: str = "127.0.0.1", port: int = 0,
                  client_id: str = "sandbox-client-id", client_secret: str = "sandbox-client-secret",
                  paging_token_ttl_s: float | None = None, fault_seed: int = 0,
-                 token_order: TokenOrder = "commit") -> None:
+                 token_order: TokenOrder = "commit", bulk: BulkSpec | None = None) -> None:
         """Generate the data and prepare the server (nothing listens before start()).
 
         Args:
@@ -49,6 +50,8 @@ class MarketoSandbox:
                 position in the commit log (resuming finds every later commit, late ones included), or
                 "date", a key in (activityDate, id) order (an activity committed after a token passed its
                 activityDate is never returned from it). Tokens of one order are refused by the other.
+            bulk: How Bulk Activity Extract jobs behave (timing, limits, export quota, retention, what
+                the createdAt filter compares, failing jobs); default BulkSpec().
 
         Raises:
             ValueError: For an unknown token order.
@@ -59,6 +62,7 @@ class MarketoSandbox:
         self.host = host
         self.port = port
         self.store = Store(self.data, client_secret, paging_token_ttl_s, token_order)
+        self.bulk = BulkExports(self.store, bulk or BulkSpec(), self.data.seed)
         self.tokens = AccessTokens(client_id, client_secret, token_ttl_s)
         self.gate = LimitGate(limits or Limits())
         self.injector = FaultInjector(faults, fault_seed)
@@ -88,9 +92,9 @@ class MarketoSandbox:
     def start(self) -> MarketoSandbox:
         """Listen and serve in a background thread; returns self."""
         self.stopping.clear()
-        app = SandboxApp(self.store, self.tokens, self.gate, self.injector, self.counters, self.block_size,
+        app = SandboxApp(self.store, self.bulk, self.tokens, self.gate, self.injector, self.counters, self.block_size,
                          self.stopping)
-        app.admin = admin_actions(self.stats, self.reset_stats, self.ground_truth, self.add_activities)
+        app.admin = admin_actions(self.stats, self.reset_stats, self.ground_truth, self.add_activities, self.bulk)
         self.server = SandboxHTTPServer((self.host, self.port), app)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        name="marketo-sandbox", daemon=True)
@@ -123,12 +127,15 @@ class MarketoSandbox:
         self.gate.max_concurrent_seen = 0
 
     def ground_truth(self) -> dict[str, Any]:
-        """Every record held, as the endpoints render them: keys "activities", "lead_changes",
-        "deleted_leads", "activity_types", "custom_activity_types", "lead_fields", and "lists"
+        """Every record held, as the endpoints render them: keys "activities", "activity_recorded_ms" (when
+        each activity was recorded, epoch ms: its activityDate for the initial log, the commit time for those
+        added since), "lead_changes", "deleted_leads", "activity_types", "custom_activity_types",
+        "lead_fields", and "lists"
         (static list id -> member lead ids)."""
         return self.store.ground_truth()
 
-    def add_activities(self, new: int = 0, late: int = 0, lateness_s: float | None = None) -> list[dict[str, Any]]:
+    def add_activities(self, new: int = 0, late: int = 0, lateness_s: float | None = None,
+                       hostile: bool = False) -> list[dict[str, Any]]:
         """Commit activities now, as Marketo records them: some on time, some after their activityDate.
 
         Types are drawn as in the initial log; about one in 40 of each kind is the New Lead of a new lead,
@@ -139,6 +146,9 @@ class MarketoSandbox:
             late: Activities dated now minus a lateness drawn from their type's range in DataSpec.lateness.
             lateness_s: Date every late activity exactly this many seconds before now instead (whole
                 seconds), e.g. 10800 to commit something later than any window a reader keeps.
+            hostile: Give their primary attribute values and text attribute values from
+                `hostile.HOSTILE_VALUES` (quotes, commas, line breaks, NUL bytes, non-ASCII), to test
+                export file parsers; Change Data Value records keep theirs.
 
         Returns:
             The added records as Get Lead Activities renders them, in commit order (new ones first).
@@ -146,7 +156,7 @@ class MarketoSandbox:
         Raises:
             ValueError: For a negative `lateness_s`.
         """
-        return self.store.add_activities(new, late, lateness_s)
+        return self.store.add_activities(new, late, lateness_s, hostile)
 
     def set_auto_add(self, auto_add: tuple[int, int, int] | None) -> None:
         """Change DataSpec.auto_add while serving: (every_n_calls, new, late), or None to stop adding."""
@@ -168,3 +178,37 @@ class MarketoSandbox:
         """Every access token issued so far, for tests that check tokens never leak."""
         with self.tokens.lock:
             return list(self.tokens.expiry)
+
+    @property
+    def bulk_spec(self) -> BulkSpec:
+        """How export jobs behave; assign a new BulkSpec while serving (jobs keep the times already set)."""
+        return self.bulk.spec
+
+    @bulk_spec.setter
+    def bulk_spec(self, spec: BulkSpec) -> None:
+        self.bulk.spec = spec
+
+    def bulk_jobs(self) -> list[dict[str, Any]]:
+        """Every export job kept, oldest first: its status answer at its true stage (status answers may lag by
+        BulkSpec.status_interval_s), plus "number" (1-based, in creation order), "createdDay", "finishedDay"
+        (export days, see bulk_new_day), "fileExpired" and "filter" ({"createdAt": [start_ms, end_ms],
+        "activityTypeIds": [...] or None})."""
+        return self.bulk.snapshot()
+
+    def bulk_new_day(self) -> None:
+        """Start a new export day: the daily export quota starts again, and jobs, files and the job list age
+        by one day (files expire after BulkSpec.file_retention_days, statuses after status_retention_days).
+        The call quota has its own day: reset_quota()."""
+        self.bulk.new_day()
+
+    def bulk_export_bytes_today(self) -> int:
+        """Bytes of the export files completed today, counted against BulkSpec.daily_export_bytes."""
+        return self.bulk.export_bytes_today()
+
+    def expire_bulk_file(self, export_id: str) -> None:
+        """Make a completed job's file gone now (file.json answers 404), as if its retention had passed.
+
+        Raises:
+            ValueError: When the job has no file.
+        """
+        self.bulk.expire_file(export_id)

@@ -9,13 +9,15 @@ import struct
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from .api import Answer, Context, Request, find_route
+from .api import ROUTES, Answer, Context, Endpoint, FileAnswer, Request, find_route
 from .auth import AccessTokens
+from .bulk import BulkExports
+from .bulk_api import BULK_ROUTES
 from .errors import MESSAGES, ApiError
 from .faults import Fault, FaultInjector
 from .limits import LimitGate
@@ -27,16 +29,20 @@ MAX_URI_BYTES = 8192
 MAX_BODY_BYTES = 1024 * 1024
 JSON_TYPE = "application/json;charset=UTF-8"
 FORM_TYPE = "application/x-www-form-urlencoded"
+ALL_ROUTES = ROUTES + BULK_ROUTES
 
 
 @dataclass
 class Response:
-    """What the handler writes; `reset` closes the connection with a TCP RST instead."""
+    """What the handler writes; `reset` closes the connection with a TCP RST instead, `cut_after` closes it
+    after that many bytes of the body (the headers announce the whole body)."""
 
     status: int = 200
     body: bytes = b""
     content_type: str = JSON_TYPE
     reset: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    cut_after: int | None = None
 
 
 def plain(status: int, text: str) -> Response:
@@ -73,8 +79,8 @@ class Envelope:
 class SandboxApp:
     """Everything between a parsed HTTP request and its Response."""
 
-    def __init__(self, store: Store, tokens: AccessTokens, gate: LimitGate, faults: FaultInjector, stats: Stats,
-                 block_size: int, stopping: threading.Event) -> None:
+    def __init__(self, store: Store, bulk: BulkExports, tokens: AccessTokens, gate: LimitGate,
+                 faults: FaultInjector, stats: Stats, block_size: int, stopping: threading.Event) -> None:
         self.store = store
         self.tokens = tokens
         self.gate = gate
@@ -82,7 +88,7 @@ class SandboxApp:
         self.stats = stats
         self.stopping = stopping
         self.envelope = Envelope()
-        self.context = Context(store, block_size, lambda: gate.quota_used)
+        self.context = Context(store, block_size, lambda: gate.quota_used, bulk)
         self.admin: dict[tuple[str, str], Callable[[bytes], Any]] = {}
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
@@ -98,7 +104,7 @@ class SandboxApp:
             return self._admin(method, url.path, body)
         if url.path == "/identity/oauth/token":
             return self._identity(params)
-        return self._rest(method, url.path, Request(params, body), headers)
+        return self._rest(method, url.path, Request(params, body, headers=headers))
 
     def _identity(self, params: dict[str, list[str]]) -> Response:
         self.stats.call("identity", rest=False)
@@ -118,8 +124,8 @@ class SandboxApp:
         except (ValueError, TypeError) as error:
             return plain(400, str(error))
 
-    def _rest(self, method: str, path: str, request: Request, headers: dict[str, str]) -> Response:
-        routes, path_args = find_route(path)
+    def _rest(self, method: str, path: str, request: Request) -> Response:
+        routes, path_args = find_route(path, ALL_ROUTES)
         route = next((candidate for candidate in routes if candidate.method == method), None)
         if route is None:
             status, text = (405, "Method Not Allowed") if routes else (404, "Not Found")
@@ -134,7 +140,7 @@ class SandboxApp:
         except ApiError as error:
             return self._failure(error)
         try:
-            return self._admitted(route.name, route.endpoint, call_number, request, headers)
+            return self._admitted(route.name, route.endpoint, call_number, request)
         finally:
             self.gate.leave()
 
@@ -143,8 +149,7 @@ class SandboxApp:
         if auto_add is not None and call_number % auto_add[0] == 0:
             self.store.add_activities(auto_add[1], auto_add[2])
 
-    def _admitted(self, name: str, endpoint: Callable[[Context, Request], Answer], call_number: int,
-                  request: Request, headers: dict[str, str]) -> Response:
+    def _admitted(self, name: str, endpoint: Endpoint, call_number: int, request: Request) -> Response:
         try:
             self.gate.admit_rate()
         except ApiError as error:
@@ -159,27 +164,34 @@ class SandboxApp:
             # Only calls that reach the endpoint count against the quota: limit rejections, injected
             # faults (604, 608, 611, ...) and 601/602 do not, as Marketo documents.
             self.gate.check_quota()
-            self._authenticate(request, headers)
+            self._authenticate(request)
             self.stopping.wait(self.gate.latency_for(name))
             self.gate.count_quota()
-            response = Response(200, self.envelope.success(endpoint(self.context, request)))
+            answer = endpoint(self.context, request)
+            if isinstance(answer, FileAnswer):
+                response = Response(answer.status, answer.body, answer.content_type, headers=answer.headers)
+            else:
+                response = Response(200, self.envelope.success(answer))
         except ApiError as error:
             response = self._failure(error)
         if fault is not None and fault.kind == "truncated":
             self.stats.error("truncated")
             response.body = response.body[: len(response.body) // 2]
+        if fault is not None and fault.kind == "cut":
+            self.stats.error("cut")
+            response.cut_after = fault.cut_bytes
         return response
 
-    def _authenticate(self, request: Request, headers: dict[str, str]) -> None:
+    def _authenticate(self, request: Request) -> None:
         # Marketo refuses the access_token query parameter since 2026-08-31, even with a valid token.
         if "access_token" in request.params:
             raise ApiError("601")
-        authorization = headers.get("authorization", "")
+        authorization = request.headers.get("authorization", "")
         scheme, _, token = authorization.partition(" ")
         self.tokens.check(token.strip() if scheme.lower() == "bearer" else None)
 
     def _inject(self, fault: Fault) -> Response | None:
-        """The injected answer, or None when the call proceeds (slow and truncated answers)."""
+        """The injected answer, or None when the call proceeds (slow, truncated and cut answers)."""
         if fault.kind == "slow":
             self.stopping.wait(fault.slow_s)
         elif fault.kind == "reset":
@@ -189,7 +201,7 @@ class SandboxApp:
             self.stats.error(fault.kind)
             status = int(fault.kind[4:])
             return Response(status, f"<html><body>{status} error</body></html>".encode(), "text/html")
-        elif fault.kind != "truncated":
+        elif fault.kind not in ("truncated", "cut"):
             message = self.gate.rate_message() if fault.kind == "606" else MESSAGES[fault.kind]
             return self._failure(ApiError(fault.kind, message))
         return None
@@ -237,8 +249,14 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(response.body)
+        if response.cut_after is None:
+            self.wfile.write(response.body)
+        else:
+            self.wfile.write(response.body[:response.cut_after])
+            self.close_connection = True
 
     def _reset(self) -> None:
         # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
@@ -274,21 +292,31 @@ class SandboxHTTPServer(ThreadingHTTPServer):
 
 
 def admin_actions(stats: Callable[[], Any], reset_stats: Callable[[], None], ground_truth: Callable[[], Any],
-                  add_activities: Callable[[int, int, float | None], Any],
+                  add_activities: Callable[[int, int, float | None, bool], Any], bulk: BulkExports,
                   ) -> dict[tuple[str, str], Callable[[bytes], Any]]:
     """The /_sandbox/ endpoints, for tests and benchmarks that run the sandbox in another process.
 
-    `POST /_sandbox/add-activities` takes `{"new": n, "late": m, "lateness_s": s}`, each optional.
+    `POST /_sandbox/add-activities` takes `{"new": n, "late": m, "lateness_s": s, "hostile": b}`, each optional.
+    `GET /_sandbox/bulk-jobs` lists the export jobs, `POST /_sandbox/bulk-new-day` starts a new export day,
+    `POST /_sandbox/bulk-expire-file` with `{"exportId": id}` makes a job's file gone.
     """
 
     def add(body: bytes) -> Any:
         spec = json.loads(body or b"{}")
         lateness_s = spec.get("lateness_s")
         return add_activities(int(spec.get("new", 0)), int(spec.get("late", 0)),
-                              None if lateness_s is None else float(lateness_s))
+                              None if lateness_s is None else float(lateness_s), bool(spec.get("hostile", False)))
 
     def reset(_: bytes) -> dict[str, bool]:
         reset_stats()
+        return {"ok": True}
+
+    def new_day(_: bytes) -> dict[str, bool]:
+        bulk.new_day()
+        return {"ok": True}
+
+    def expire_file(body: bytes) -> dict[str, bool]:
+        bulk.expire_file(str(json.loads(body or b"{}").get("exportId", "")))
         return {"ok": True}
 
     return {
@@ -296,4 +324,7 @@ def admin_actions(stats: Callable[[], Any], reset_stats: Callable[[], None], gro
         ("POST", "/_sandbox/reset-stats"): reset,
         ("GET", "/_sandbox/ground-truth"): lambda _: ground_truth(),
         ("POST", "/_sandbox/add-activities"): add,
+        ("GET", "/_sandbox/bulk-jobs"): lambda _: bulk.snapshot(),
+        ("POST", "/_sandbox/bulk-new-day"): new_day,
+        ("POST", "/_sandbox/bulk-expire-file"): expire_file,
     }

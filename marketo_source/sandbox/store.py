@@ -27,6 +27,7 @@ from .catalog import (
 from .custom_types import CustomTypeRegistry
 from .errors import ApiError, invalid
 from .generator import DataGenerator, DataSpec, format_date
+from .hostile import make_hostile
 from .paging import Block, TokenCodec, TokenOrder, paging_order
 from .records import Activity, close_lead_change, field_entry, render_activity, render_lead_change_head
 
@@ -95,10 +96,15 @@ class CompressedRecords:
 
 
 class ActivityLog:
-    """Commit-ordered activities: filter columns in compact arrays and each record rendered once."""
+    """Commit-ordered activities: filter columns in compact arrays and each record rendered once.
+
+    `recorded` holds when each activity was committed (epoch ms): its activityDate for the initial log,
+    the wall clock for activities added later (late ones are recorded after their activityDate).
+    """
 
     def __init__(self) -> None:
         self.dates = array("q")
+        self.recorded = array("q")
         self.type_ids = array("i")
         self.lead_ids = array("q")
         self.asset_ids = array("q")
@@ -109,10 +115,11 @@ class ActivityLog:
     def __len__(self) -> int:
         return len(self.dates)
 
-    def append(self, activity: Activity) -> bytes:
-        """Commit one activity; returns its activities-view rendering."""
+    def append(self, activity: Activity, recorded_ms: int) -> bytes:
+        """Commit one activity, recorded at `recorded_ms`; returns its activities-view rendering."""
         position = len(self.dates)
         self.dates.append(activity.date_ms)
+        self.recorded.append(recorded_ms)
         self.type_ids.append(activity.type_id)
         self.lead_ids.append(activity.lead_id)
         self.asset_ids.append(NO_ASSET if activity.primary_id is None else activity.primary_id)
@@ -156,11 +163,11 @@ class Store:
         key = hashlib.sha256(f"{token_secret}:{spec.seed}".encode()).digest()
         self.codec = TokenCodec(key, self.order.token_fields, paging_token_ttl_s)
         for activity in self.generator.initial_activities():
-            self._commit(activity)
+            self._commit(activity, activity.date_ms)
 
-    def _commit(self, activity: Activity) -> bytes:
+    def _commit(self, activity: Activity, recorded_ms: int) -> bytes:
         """Append an activity to the log and the token order's index; returns its activities-view rendering."""
-        view = self.log.append(activity)
+        view = self.log.append(activity, recorded_ms)
         self.order.committed(activity)
         return view
 
@@ -252,12 +259,36 @@ class Store:
         with self.lock:
             return operation(self.custom_types)
 
+    def export_activities(self, created_ms: tuple[int, int], type_ids: frozenset[int] | None,
+                          on_recorded: bool, recorded_until_ms: int) -> list[dict[str, Any]]:
+        """The activities a Bulk Activity Extract job exports, in commit order, as Get Lead Activities renders them.
+
+        Delete Lead (37) activities are never exported, as on Marketo.
+
+        Args:
+            created_ms: The createdAt filter (start, end), epoch ms, both ends included.
+            type_ids: The activityTypeIds filter; None for every type.
+            on_recorded: Filter createdAt on when an activity was recorded instead of its activityDate.
+            recorded_until_ms: Leave out activities recorded after this (the job processed before them).
+        """
+        log = self.log
+        start_ms, end_ms = created_ms
+        with self.lock:
+            keys = log.recorded if on_recorded else log.dates
+            found = [position for position in range(len(log))
+                     if start_ms <= keys[position] <= end_ms and log.recorded[position] <= recorded_until_ms
+                     and log.type_ids[position] != DELETE_LEAD
+                     and (type_ids is None or log.type_ids[position] in type_ids)]
+            return _parse(log.views[position] for position in found)
+
     # -- writes --------------------------------------------------------------------------------
 
-    def add_activities(self, new: int, late: int, lateness_s: float | None = None) -> list[dict[str, Any]]:
+    def add_activities(self, new: int, late: int, lateness_s: float | None = None,
+                       hostile: bool = False) -> list[dict[str, Any]]:
         """Commit `new` activities dated now and `late` ones dated their lateness before now.
 
-        See DataGenerator.more_activities; "now" is the wall clock in whole seconds.
+        See DataGenerator.more_activities; "now" is the wall clock in whole seconds. With `hostile`, their
+        text values come from hostile.HOSTILE_VALUES (quotes, commas, line breaks, NUL bytes, non-ASCII).
 
         Raises:
             ValueError: For a negative `lateness_s`, which would date activities in the future.
@@ -267,7 +298,10 @@ class Store:
         with self.lock:
             now_ms = int(time.time()) * 1000  # truncated, so never ahead of the clock
             activities = self.generator.more_activities(new, late, now_ms, lateness_s)
-            return [json.loads(self._commit(activity)) for activity in activities]
+            if hostile:
+                activities = [make_hostile(activity, index) for index, activity in enumerate(activities)]
+            recorded_ms = now_ms_precise()
+            return [json.loads(self._commit(activity, recorded_ms)) for activity in activities]
 
     def add_custom_activities(self, items: Sequence[Any]) -> list[dict[str, Any]]:
         """Add Custom Activities: one result per item, added or skipped with the reason."""
@@ -279,7 +313,7 @@ class Store:
             activity = self._custom_activity(item)
         except ApiError as error:
             return {"status": "skipped", "errors": [{"code": error.code, "message": error.message}]}
-        self._commit(activity)
+        self._commit(activity, now_ms_precise())
         return {"id": activity.id, "marketoGUID": activity.guid, "status": "added"}
 
     def _custom_activity(self, item: Any) -> Activity:
@@ -326,19 +360,22 @@ class Store:
     # -- ground truth --------------------------------------------------------------------------
 
     def ground_truth(self) -> dict[str, Any]:
-        """Every record the instance holds, rendered as the endpoints render them (parsed JSON)."""
+        """Every record the instance holds, rendered as the endpoints render them (parsed JSON), and
+        "activity_recorded_ms": when each of "activities" was recorded (epoch ms, same order)."""
         all_fields = tuple(lead_field.name for lead_field in LEAD_FIELDS)
         lead_changes = ReadQuery("lead_changes", fields=all_fields)
         with self.lock:
             log = self.log
             activities = _parse(log.views)
+            recorded = log.recorded.tolist()
             deleted = _parse(log.views[p] for p in range(len(log)) if log.type_ids[p] == DELETE_LEAD)
             changes = _parse(self._render(lead_changes, p) for p in range(len(log))
                              if log.type_ids[p] in LEAD_CHANGE_TYPES)
             custom_types = self.custom_types.render_all()
             lists = {static_list.id: sorted(static_list.members) for static_list in self.generator.lists.values()}
         return {
-            "activities": activities, "lead_changes": changes, "deleted_leads": deleted,
+            "activities": activities, "activity_recorded_ms": recorded, "lead_changes": changes,
+            "deleted_leads": deleted,
             "activity_types": self.activity_types(), "custom_activity_types": custom_types,
             "lead_fields": lead_fields(), "lists": lists,
         }
@@ -352,6 +389,11 @@ def _parse(rendered: Iterable[bytes]) -> list[dict[str, Any]]:
 def lead_fields() -> list[dict[str, Any]]:
     """The Describe Lead2 field list."""
     return [lead_field_json(lead_field) for lead_field in LEAD_FIELDS]
+
+
+def now_ms_precise() -> int:
+    """The wall clock in epoch milliseconds."""
+    return int(time.time() * 1000)
 
 
 def parse_datetime_ms(text: str) -> int | None:
