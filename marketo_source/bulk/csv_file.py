@@ -39,20 +39,13 @@ ATTRIBUTES_FIELD = "attributes"
 EXPORT_FIELDS = (*(field for field, _ in BASE_COLUMNS.values() if field != "id"), ATTRIBUTES_FIELD)
 """The columns of an activity export file (Marketo's defaults); `actionResult`, when asked for, is not read."""
 NULL_TEXT = "null"
-BLOCK_BYTES = 16 << 20
-"""Bytes of the file parsed at a time: memory holds a few blocks, whatever the file's size."""
+BLOCK_BYTES = 1 << 20
+"""Bytes Arrow's CSV reader parses at a time (1 MiB: it reads the next block while one is parsed)."""
+UNIT_ROWS = 65_536
+"""Rows taken into their tables at a time: memory holds this many rows of the file, whatever its size."""
 NOT_AN_OBJECT = f"{ATTRIBUTES_FIELD} is not a JSON object"
-
-_PLAIN_KINDS: Dict[str, FrozenSet[str]] = {
-    "text": frozenset({"VARCHAR"}),
-    "bigint": frozenset({"BIGINT", "UBIGINT", "VARCHAR"}),
-    "double": frozenset({"BIGINT", "UBIGINT", "DOUBLE", "VARCHAR"}),
-    "bool": frozenset({"BOOLEAN", "VARCHAR"}),
-    "date": frozenset({"VARCHAR"}),
-    "timestamp": frozenset({"VARCHAR"}),
-}
-"""JSON kinds (DuckDB's `json_type`) whose text, typed as a whole column, is what `typed_column`
-makes of the values themselves; a column holding another kind is typed from its values."""
+_SCAN_ROWS = 8_192
+"""Rows per chunk DuckDB scans, so that its threads share a query's rows."""
 
 
 @dataclass
@@ -76,6 +69,7 @@ def read_export(
     tables: ActivityTables,
     start: Optional[datetime] = None,
     until: Optional[datetime] = None,
+    block_rows: int = UNIT_ROWS,
     block_bytes: int = BLOCK_BYTES,
 ) -> Iterator[FileBlock]:
     """Reads a checked activity export file, block by block.
@@ -86,20 +80,27 @@ def read_export(
             attribute the metadata lacks adds a text column to its layout, as in REST paging.
         start: Keep only rows whose activityDate is at or after this, if given.
         until: Keep only rows whose activityDate is before this, if given.
-        block_bytes: Bytes parsed at a time.
+        block_rows: Rows per block (a block may hold a few more).
+        block_bytes: Bytes the CSV reader parses at a time.
 
     Raises:
         MarketoBulkFileError: The file is not a CSV export file.
     """
     with duckdb.connect() as connection:
-        for batch in _blocks(path, EXPORT_FIELDS, block_bytes):
-            yield _Block(batch, tables, connection).read(start, until)
+        batches: List[pa.RecordBatch] = []
+        for batch in _batches(path, EXPORT_FIELDS, block_bytes):
+            batches.append(batch)
+            if sum(b.num_rows for b in batches) >= block_rows:
+                yield _Block(batches, tables, connection).read(start, until)
+                batches = []
+        if batches:
+            yield _Block(batches, tables, connection).read(start, until)
 
 
 def count_records(path: Path) -> int:
     """Rows of an export file under its header, read as a CSV reader reads them (quoted newlines
     do not count), in blocks."""
-    return sum(batch.num_rows for batch in _blocks(path, EXPORT_FIELDS[:1], BLOCK_BYTES))
+    return sum(batch.num_rows for batch in _batches(path, EXPORT_FIELDS[:1], BLOCK_BYTES))
 
 
 def window_mask(activity_date: pa.Array[Any], start: Optional[datetime], until: Optional[datetime]) -> pa.Array[Any]:
@@ -108,14 +109,12 @@ def window_mask(activity_date: pa.Array[Any], start: Optional[datetime], until: 
     A row whose activityDate is missing cannot be placed before or after a hand-over point, so it
     is kept: REST paging may read it as well, and merging on marketo_guid keeps one row.
     """
-    mask = pc.is_null(activity_date)
     inside = pa.repeat(True, len(activity_date))
     if start is not None:
-        inside = pc.greater_equal(activity_date, pa.scalar(start, activity_date.type))
+        inside = pc.and_(inside, pc.greater_equal(activity_date, pa.scalar(start, activity_date.type)))
     if until is not None:
-        before = pc.less(activity_date, pa.scalar(until, activity_date.type))
-        inside = pc.and_(inside, before)
-    return pc.or_(mask, pc.fill_null(inside, False))
+        inside = pc.and_(inside, pc.less(activity_date, pa.scalar(until, activity_date.type)))
+    return pc.or_(pc.is_null(activity_date), pc.fill_null(inside, False))
 
 
 def in_window(table: pa.Table, start: Optional[datetime], until: Optional[datetime]) -> pa.Table:
@@ -123,7 +122,7 @@ def in_window(table: pa.Table, start: Optional[datetime], until: Optional[dateti
     return table.filter(window_mask(table["activity_date"].combine_chunks(), start, until))
 
 
-def _blocks(path: Path, columns: Sequence[str], block_bytes: int) -> Iterator[pa.RecordBatch]:
+def _batches(path: Path, columns: Sequence[str], block_bytes: int) -> Iterator[pa.RecordBatch]:
     try:
         reader = pcsv.open_csv(
             path,
@@ -146,9 +145,12 @@ def _blocks(path: Path, columns: Sequence[str], block_bytes: int) -> Iterator[pa
 class _Block:
     """One block of rows on its way into its tables."""
 
-    def __init__(self, batch: pa.RecordBatch, tables: ActivityTables, connection: duckdb.DuckDBPyConnection) -> None:
-        self.fields: Dict[str, pa.Array[Any]] = dict(zip(batch.schema.names, batch.columns, strict=True))
-        self.rows = batch.num_rows
+    def __init__(
+        self, batches: List[pa.RecordBatch], tables: ActivityTables, connection: duckdb.DuckDBPyConnection
+    ) -> None:
+        rows = pa.Table.from_batches(batches).combine_chunks()
+        self.fields: Dict[str, Any] = {name: rows[name].chunk(0) for name in rows.column_names}
+        self.rows = rows.num_rows
         self.tables = tables
         self.connection = connection
         self.base: Dict[str, TypedColumn] = {
@@ -161,56 +163,59 @@ class _Block:
         if start is not None or until is not None:
             self._keep(window_mask(self.base["activity_date"][0], start, until))
         guid = self.fields[EXPORT_FIELDS[0]]
-        unkeyed = pc.fill_null(pc.equal(pc.utf8_length(guid), 0), True)
-        block.rejects += self._set_aside(unkeyed, UNKEYED_REASON)
-        attributes = self.fields[ATTRIBUTES_FIELD]
-        block.rejects += self._set_aside(self._not_objects(attributes), NOT_AN_OBJECT)
+        block.rejects += self._set_aside(pc.fill_null(pc.equal(pc.utf8_length(guid), 0), True), UNKEYED_REASON)
+        attributes = pc.utf8_ltrim_whitespace(self.fields[ATTRIBUTES_FIELD])
+        block.rejects += self._set_aside(pc.invert(pc.fill_null(pc.starts_with(attributes, "{"), True)), NOT_AN_OBJECT)
+        try:
+            names = self._attribute_names()
+        except duckdb.Error:  # a row's attributes begin as a JSON object but are not one
+            block.rejects += self._set_aside(self._not_objects(), NOT_AN_OBJECT)
+            names = self._attribute_names()
         type_ids = self.base["activity_type_id"][0]
         order = pc.sort_indices(type_ids)  # stable: each table keeps the file's order
-        runs = pc.run_end_encode(type_ids.take(order))
-        keys = self._attribute_names()
         begin = 0
-        for end, type_id in zip(runs.run_ends.to_pylist(), runs.values.to_pylist(), strict=True):
-            table_name, layout = self.tables.table_of(type_id)
-            rows = order[begin:end]
-            block.tables[table_name] = _TypeRows(self, rows, layout).table(keys.get(type_id, []))
-            begin = end
+        for run in pc.value_counts(type_ids.take(order)).to_pylist():  # sorted, so in order
+            table_name, layout = self.tables.table_of(run["values"])
+            rows = order[begin:begin + run["counts"]]
+            block.tables[table_name] = _TypeRows(self, rows, layout).table(names.get(run["values"], []))
+            begin += run["counts"]
         return block
 
-    def _keep(self, mask: pa.Array[Any]) -> None:
+    def _keep(self, mask: Any) -> None:
         self.fields = {name: array.filter(mask) for name, array in self.fields.items()}
         self.base = {column: _filtered(typed, mask) for column, typed in self.base.items()}
         self.rows = len(self.base["activity_date"][0])
 
-    def _set_aside(self, mask: pa.Array[Any], reason: str) -> Rejects:
+    def _set_aside(self, mask: Any, reason: str) -> Rejects:
         if not pc.any(mask).as_py():
             return []
         set_aside = pa.Table.from_pydict(self.fields).filter(mask).to_pylist()
         self._keep(pc.invert(mask))
         return [(row, reason) for row in set_aside]
 
-    def _not_objects(self, attributes: pa.Array[Any]) -> pa.Array[Any]:
-        """Rows whose attributes are neither empty nor a JSON object (a row without any has none)."""
+    def _not_objects(self) -> Any:
+        """Rows whose attributes are neither empty nor a JSON object."""
         query = "SELECT coalesce(json_type(try_cast(a AS JSON)) <> 'OBJECT', a IS NOT NULL) AS bad FROM rows"
-        return self._query(query, pa.table({"a": attributes}))["bad"].combine_chunks()
+        return self.query(query, {"a": self.fields[ATTRIBUTES_FIELD]})["bad"].combine_chunks()
 
     def _attribute_names(self) -> Dict[Any, List[str]]:
         """Per activity type id, the attribute names its rows carry, in the order met."""
-        found = self._query(
+        found = self.query(
             "SELECT t, k FROM (SELECT t, unnest(ks) AS k, i * 65536 + generate_subscripts(ks, 1) AS first "
             "FROM (SELECT t, i, json_keys(a) AS ks FROM rows)) GROUP BY t, k ORDER BY min(first)",
-            pa.table({
+            {
                 "t": self.base["activity_type_id"][0], "a": self.fields[ATTRIBUTES_FIELD],
                 "i": pa.array(range(self.rows), pa.int64()),
-            }),
+            },
         )
         names: Dict[Any, List[str]] = {}
         for type_id, name in zip(found["t"].to_pylist(), found["k"].to_pylist(), strict=True):
-            names.setdefault(type_id, []).append(name)
+            names.setdefault(type_id, []).append(str(name))
         return names
 
-    def _query(self, sql: str, rows: pa.Table) -> pa.Table:
-        """The answer of DuckDB to `sql` over `rows`, an Arrow table it reads in place."""
+    def query(self, sql: str, columns: Dict[str, Any]) -> pa.Table:
+        """DuckDB's answer to `sql` over `columns` (the table `rows`), which it reads in place."""
+        rows = pa.Table.from_batches(pa.table(columns).to_batches(max_chunksize=_SCAN_ROWS))
         self.connection.register("rows", rows)
         try:
             answer: pa.Table = self.connection.sql(sql).to_arrow_table()
@@ -222,17 +227,17 @@ class _Block:
 class _TypeRows:
     """The rows of one activity type in a block, typed into its table's layout."""
 
-    def __init__(self, block: _Block, rows: pa.Array[Any], layout: TableLayout) -> None:
+    def __init__(self, block: _Block, rows: Any, layout: TableLayout) -> None:
         self.block = block
         self.rows = rows
         self.layout = layout
-        self.attributes = block.fields[ATTRIBUTES_FIELD].take(rows)
         self.columns: Dict[str, TypedColumn] = {}
 
     def table(self, names: List[str]) -> pa.Table:
         """This type's rows in its layout, with the attributes `names` (those its rows carry)."""
         columns = [self.layout.attribute_column(name) for name in names]
-        self._type_attributes(names, columns)
+        if names:
+            self._type_attributes(names, columns)
         return self.layout.table(self._column)
 
     def _column(self, column: str, data_type: str) -> TypedColumn:
@@ -244,44 +249,73 @@ class _TypeRows:
         return typed_text_column(pa.nulls(len(self.rows), pa.string()), data_type)
 
     def _type_attributes(self, names: List[str], columns: List[str]) -> None:
-        if not names:
-            return
-        pointers = _sql_list([_pointer(name) for name in names])
-        extracted = self._query(f"SELECT json_extract_string(a, {pointers}) AS v, json_type(a, {pointers}) AS k")
-        texts, kinds = extracted["v"].combine_chunks(), extracted["k"].combine_chunks()
+        pointers = "[" + ", ".join(_sql_text(_pointer(name)) for name in names) + "]"
+        attributes = self.block.fields[ATTRIBUTES_FIELD].take(self.rows)
+        values = self.block.query(f"SELECT json_extract(a, {pointers}) AS v FROM rows", {"a": attributes})["v"]
+        values = values.combine_chunks()
         # Names that normalize to one column fill it together, the later name's value winning as in REST paging.
         for index in reversed(range(len(names))):
-            column = columns[index]
-            data_type = self.layout.column_types[column]
-            found = set(pc.unique(pc.list_element(kinds, index)).to_pylist()) - {None, "NULL"}
-            if found <= _PLAIN_KINDS[data_type]:
-                typed = typed_text_column(pc.list_element(texts, index), data_type)
-            else:
-                typed = typed_column(self._values(names[index]), data_type)
-            self.columns[column] = _coalesced(self.columns.get(column), typed)
+            data_type = self.layout.column_types[columns[index]]
+            typed = _JsonColumn(pc.list_element(values, index)).typed(data_type)
+            self.columns[columns[index]] = _coalesced(self.columns.get(columns[index]), typed)
 
-    def _values(self, name: str) -> List[Any]:
-        """The attribute's values as JSON gives them, for a column whose text alone cannot type it."""
-        raw = self._query(f"SELECT json_extract(a, {_sql_text(_pointer(name))})::VARCHAR AS v")["v"].to_pylist()
-        return [None if value is None else orjson.loads(value) for value in raw]
 
-    def _query(self, select: str) -> pa.Table:
-        return self.block._query(f"{select} FROM rows", pa.table({"a": self.attributes}))
+class _JsonColumn:
+    """One attribute's values as JSON text (`"a \\"b\\""`, `12`, `true`, `null`), typed as REST types them."""
+
+    def __init__(self, json: Any) -> None:
+        self.json = pc.if_else(pc.equal(json, NULL_TEXT), pa.scalar(None, pa.string()), json)
+        self.first = pc.utf8_slice_codeunits(self.json, 0, 1)
+        self.strings = pc.equal(self.first, '"')
+
+    def typed(self, data_type: str) -> TypedColumn:
+        """`typed_column` of the values: their text typed as a whole column where their kinds allow it,
+        else the values themselves, one by one (an object, a fraction where an integer is due, ...)."""
+        kinds = {_KIND_OF_FIRST.get(first, "other") for first in pc.unique(self.first).to_pylist() if first}
+        if "number" in kinds and data_type == "bigint":
+            numbers = pc.and_(pc.invert(self.strings), pc.match_substring_regex(self.json, "[.eE]"))
+            if pc.any(numbers).as_py():
+                kinds.add("fraction")
+        if kinds <= _PLAIN_KINDS[data_type]:
+            return typed_text_column(self._text(), data_type)
+        return typed_column([None if value is None else orjson.loads(value) for value in self.json.to_pylist()],
+                            data_type)
+
+    def _text(self) -> Any:
+        """Strings without their quotes and escapes; numbers and booleans as written."""
+        text = pc.if_else(self.strings, pc.utf8_slice_codeunits(self.json, 1, -1), self.json)
+        escaped = pc.and_(self.strings, pc.match_substring(self.json, "\\"))
+        if not pc.any(escaped).as_py():
+            return text
+        unescaped = [orjson.loads(value) for value in self.json.filter(escaped).to_pylist()]
+        return pc.replace_with_mask(text, escaped, pa.array(unescaped, pa.string()))
+
+
+_KIND_OF_FIRST = {'"': "string", "t": "boolean", "f": "boolean", **dict.fromkeys("-0123456789", "number")}
+_PLAIN_KINDS: Dict[str, FrozenSet[str]] = {
+    "text": frozenset({"string"}),
+    "bigint": frozenset({"string", "number"}),
+    "double": frozenset({"string", "number"}),
+    "bool": frozenset({"string", "boolean"}),
+    "date": frozenset({"string"}),
+    "timestamp": frozenset({"string"}),
+}
+"""Kinds of JSON values whose text, typed as a whole column, is what `typed_column` makes of the
+values themselves: Arrow's first step takes such values as they are, and its second casts that text."""
 
 
 def _coalesced(later: Optional[TypedColumn], earlier: TypedColumn) -> TypedColumn:
     if later is None:
         return earlier
-    typed = pc.coalesce(later[0], earlier[0])
     variants = [v for v in (later[1], earlier[1]) if v is not None]
-    return typed, (pc.coalesce(*variants) if len(variants) > 1 else variants[0] if variants else None)
+    return pc.coalesce(later[0], earlier[0]), (pc.coalesce(*variants) if variants else None)
 
 
-def _filtered(typed: TypedColumn, mask: pa.Array[Any]) -> TypedColumn:
+def _filtered(typed: TypedColumn, mask: Any) -> TypedColumn:
     return typed[0].filter(mask), _some(typed[1].filter(mask) if typed[1] is not None else None)
 
 
-def _some(variants: Optional[pa.Array[Any]]) -> Optional[pa.Array[Any]]:
+def _some(variants: Optional[Any]) -> Optional[Any]:
     """The variants, or None when none of the rows has one (REST adds the column only then)."""
     return variants if variants is not None and variants.null_count < len(variants) else None
 
@@ -293,9 +327,3 @@ def _pointer(name: str) -> str:
 
 def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _sql_list(texts: List[str]) -> str:
-    return "[" + ", ".join(_sql_text(text) for text in texts) + "]"
-
-
