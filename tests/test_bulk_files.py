@@ -50,7 +50,9 @@ def exported(bulk_sandbox: MarketoSandbox) -> Tuple[Dict[str, Any], bytes]:
     return export(bulk_sandbox, START, START + timedelta(days=DATA.days + 1), type_ids)
 
 
-def export(sandbox: MarketoSandbox, start: datetime, end: datetime, type_ids: List[int]) -> Tuple[Dict[str, Any], bytes]:
+def export(
+    sandbox: MarketoSandbox, start: datetime, end: datetime, type_ids: List[int]
+) -> Tuple[Dict[str, Any], bytes]:
     """Creates, enqueues and waits for an export job over HTTP; its Completed status and its file."""
     session = requests.Session()
     credentials = dict(grant_type="client_credentials", client_id=sandbox.client_id,

@@ -109,12 +109,13 @@ def window_mask(activity_date: pa.Array[Any], start: Optional[datetime], until: 
     A row whose activityDate is missing cannot be placed before or after a hand-over point, so it
     is kept: REST paging may read it as well, and merging on marketo_guid keeps one row.
     """
-    inside = pa.repeat(True, len(activity_date))
+    inside: Any = pa.repeat(True, len(activity_date))
     if start is not None:
         inside = pc.and_(inside, pc.greater_equal(activity_date, pa.scalar(start, activity_date.type)))
     if until is not None:
         inside = pc.and_(inside, pc.less(activity_date, pa.scalar(until, activity_date.type)))
-    return pc.or_(pc.is_null(activity_date), pc.fill_null(inside, False))
+    mask: pa.Array[Any] = pc.or_(pc.is_null(activity_date), pc.fill_null(inside, pa.scalar(False)))
+    return mask
 
 
 def in_window(table: pa.Table, start: Optional[datetime], until: Optional[datetime]) -> pa.Table:
@@ -163,9 +164,12 @@ class _Block:
         if start is not None or until is not None:
             self._keep(window_mask(self.base["activity_date"][0], start, until))
         guid = self.fields[EXPORT_FIELDS[0]]
-        block.rejects += self._set_aside(pc.fill_null(pc.equal(pc.utf8_length(guid), 0), True), UNKEYED_REASON)
+        unkeyed = pc.fill_null(pc.equal(pc.utf8_length(guid), pa.scalar(0, pa.int32())), pa.scalar(True))
+        block.rejects += self._set_aside(unkeyed, UNKEYED_REASON)
+        # Cheap to tell without parsing: attributes that do not even begin as an object.
         attributes = pc.utf8_ltrim_whitespace(self.fields[ATTRIBUTES_FIELD])
-        block.rejects += self._set_aside(pc.invert(pc.fill_null(pc.starts_with(attributes, "{"), True)), NOT_AN_OBJECT)
+        not_objects = pc.invert(pc.fill_null(pc.starts_with(attributes, "{"), pa.scalar(True)))
+        block.rejects += self._set_aside(not_objects, NOT_AN_OBJECT)
         try:
             names = self._attribute_names()
         except duckdb.Error:  # a row's attributes begin as a JSON object but are not one
@@ -173,12 +177,14 @@ class _Block:
             names = self._attribute_names()
         type_ids = self.base["activity_type_id"][0]
         order = pc.sort_indices(type_ids)  # stable: each table keeps the file's order
+        runs = pc.value_counts(type_ids.take(order))  # of sorted ids: in their order
         begin = 0
-        for run in pc.value_counts(type_ids.take(order)).to_pylist():  # sorted, so in order
-            table_name, layout = self.tables.table_of(run["values"])
-            rows = order[begin:begin + run["counts"]]
-            block.tables[table_name] = _TypeRows(self, rows, layout).table(names.get(run["values"], []))
-            begin += run["counts"]
+        counts: List[Any] = runs.field("counts").to_pylist()
+        for type_id, count in zip(runs.field("values").to_pylist(), counts, strict=True):
+            table_name, layout = self.tables.table_of(type_id)
+            rows = order[begin:begin + count]
+            block.tables[table_name] = _TypeRows(self, rows, layout).table(names.get(type_id, []))
+            begin += count
         return block
 
     def _keep(self, mask: Any) -> None:
@@ -251,8 +257,8 @@ class _TypeRows:
     def _type_attributes(self, names: List[str], columns: List[str]) -> None:
         pointers = "[" + ", ".join(_sql_text(_pointer(name)) for name in names) + "]"
         attributes = self.block.fields[ATTRIBUTES_FIELD].take(self.rows)
-        values = self.block.query(f"SELECT json_extract(a, {pointers}) AS v FROM rows", {"a": attributes})["v"]
-        values = values.combine_chunks()
+        query = f"SELECT json_extract(a, {pointers}) AS v FROM rows"
+        values = self.block.query(query, {"a": attributes})["v"].combine_chunks()
         # Names that normalize to one column fill it together, the later name's value winning as in REST paging.
         for index in reversed(range(len(names))):
             data_type = self.layout.column_types[columns[index]]
@@ -264,9 +270,9 @@ class _JsonColumn:
     """One attribute's values as JSON text (`"a \\"b\\""`, `12`, `true`, `null`), typed as REST types them."""
 
     def __init__(self, json: Any) -> None:
-        self.json = pc.if_else(pc.equal(json, NULL_TEXT), pa.scalar(None, pa.string()), json)
+        self.json = pc.if_else(pc.equal(json, pa.scalar(NULL_TEXT)), pa.scalar(None, pa.string()), json)
         self.first = pc.utf8_slice_codeunits(self.json, 0, 1)
-        self.strings = pc.equal(self.first, '"')
+        self.strings = pc.equal(self.first, pa.scalar('"'))
 
     def typed(self, data_type: str) -> TypedColumn:
         """`typed_column` of the values: their text typed as a whole column where their kinds allow it,
