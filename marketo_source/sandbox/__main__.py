@@ -7,6 +7,7 @@ import signal
 import threading
 from typing import Any, Sequence
 
+from .bulk import CREATED_AT_READINGS, BulkSpec
 from .generator import DataSpec
 from .limits import Limits
 from .paging import TOKEN_ORDERS
@@ -43,6 +44,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-concurrent", type=_optional_number, default=10)
     parser.add_argument("--daily-quota", type=_optional_number, default=50_000)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--bulk-created-at", choices=CREATED_AT_READINGS, default="activity_date",
+                        help="what a bulk export's createdAt filter compares, which Marketo does not document")
     return parser.parse_args(argv)
 
 
@@ -60,7 +63,8 @@ def build_sandbox(args: argparse.Namespace) -> MarketoSandbox:
                     latency_s=args.latency)
     return MarketoSandbox(data=data, limits=limits, token_ttl_s=args.token_ttl, block_size=args.block_size,
                           host=args.host, port=args.port, client_id=args.client_id, client_secret=args.client_secret,
-                          paging_token_ttl_s=args.paging_token_ttl, token_order=args.token_order)
+                          paging_token_ttl_s=args.paging_token_ttl, token_order=args.token_order,
+                          bulk=BulkSpec(created_at=args.bulk_created_at))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -260,6 +260,8 @@ _ROUTE_TABLE: RouteTable = (
     ("GET", "/rest/v1/leads/describe2.json", "describe_leads", describe_leads),
     ("GET", "/rest/v1/stats/usage.json", "usage", usage),
 )
+
+
 def routes(table: RouteTable) -> tuple[Route, ...]:
     """Routes of (method, path pattern, name, endpoint) rows; the dot of ".json" matches only a dot."""
     return tuple(Route(method, re.compile(path.replace(".json", r"\.json")), name, endpoint)
@@ -269,8 +271,8 @@ def routes(table: RouteTable) -> tuple[Route, ...]:
 ROUTES = routes(_ROUTE_TABLE)
 
 
-def find_route(path: str, candidates: tuple[Route, ...] = ROUTES) -> tuple[list[Route], tuple[str, ...]]:
-    """Routes whose pattern matches `path` (any method) and the captured path arguments."""
+def find_route(path: str, candidates: tuple[Route, ...]) -> tuple[list[Route], tuple[str, ...]]:
+    """The candidates whose pattern matches `path` (any method) and the captured path arguments."""
     for route in candidates:
         match = route.pattern.fullmatch(path)
         if match:

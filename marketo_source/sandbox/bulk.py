@@ -18,6 +18,7 @@ import random
 import threading
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, get_args
 
@@ -97,12 +98,22 @@ class ExportRequest:
 
 @dataclass
 class ExportFile:
-    """A completed job's file, fixed at completion."""
+    """A completed job's file, fixed at completion; kept compressed, as files of big instances are large."""
 
-    content: bytes
+    compressed: bytes
+    size: int
     records: int
     checksum: str
     expired: bool = False
+
+    @classmethod
+    def of(cls, content: bytes, records: int) -> ExportFile:
+        """The file holding `content`, with its size and checksum."""
+        return cls(zlib.compress(content, 1), len(content), records, "sha256:" + hashlib.sha256(content).hexdigest())
+
+    def content(self) -> bytes:
+        """The file's bytes."""
+        return zlib.decompress(self.compressed)
 
 
 @dataclass
@@ -149,7 +160,7 @@ class Job:
         if status in (COMPLETED, FAILED) and self.finished_at is not None:
             shown["finishedAt"] = _iso(self.finished_at)
         if status == COMPLETED and self.file is not None:
-            shown |= {"numberOfRecords": self.file.records, "fileSize": len(self.file.content),
+            shown |= {"numberOfRecords": self.file.records, "fileSize": self.file.size,
                       "fileChecksum": self.file.checksum}
         if status == FAILED:
             shown["errorMsg"] = FAILED_MESSAGE
@@ -207,7 +218,6 @@ class BulkExports:
                 raise ApiError("1029", "Too many jobs in queue")
             self._check_quota()
             job.queued_at = now
-            self._advance()
             return job.render(self._visible(now))
 
     def status(self, export_id: str) -> dict[str, Any]:
@@ -242,7 +252,8 @@ class BulkExports:
             job = self.jobs.get(export_id)
             if job is None or job.status(now) != COMPLETED or job.file is None or self._expired(job):
                 return None
-            return job.file.content
+            file = job.file
+        return file.content()  # decompressed outside the lock
 
     def listed(self, statuses: frozenset[str] | None) -> list[dict[str, Any]]:
         """The jobs created in the last `list_days` days, oldest first, optionally only those of some statuses."""
@@ -330,8 +341,7 @@ class BulkExports:
         activities = self.store.export_activities(
             (request.start_ms, request.end_ms), request.type_ids, self.spec.created_at == "recorded",
             int((job.started_at or 0.0) * 1000))
-        content = export_csv(activities, request.fields, request.header_names)
-        job.file = ExportFile(content, len(activities), "sha256:" + hashlib.sha256(content).hexdigest())
+        job.file = ExportFile.of(export_csv(activities, request.fields, request.header_names), len(activities))
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -351,7 +361,7 @@ class BulkExports:
         return job.file.expired or self.day - job.finished_day >= self.spec.file_retention_days
 
     def _bytes_today(self) -> int:
-        return sum(len(job.file.content) for job in self.jobs.values()
+        return sum(job.file.size for job in self.jobs.values()
                    if job.file is not None and job.finished_day == self.day)
 
     def _check_quota(self) -> None:

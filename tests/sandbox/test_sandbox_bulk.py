@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from marketo_source.sandbox import BulkSpec, Fault, Limits, MarketoSandbox
+from marketo_source.sandbox.__main__ import build_sandbox, parse_args
 
 from sandbox_helpers import EXPORT, BulkApi, StartSandbox, error_code, wait_until
 
@@ -23,6 +24,12 @@ def _bulk(start_sandbox: StartSandbox, spec: BulkSpec = FAST, **kwargs: Any) -> 
 
 def _true_statuses(sandbox: MarketoSandbox) -> dict[str, str]:
     return {job["exportId"]: job["status"] for job in sandbox.bulk_jobs()}
+
+
+@pytest.fixture
+def api(start_sandbox: StartSandbox) -> BulkApi:
+    """A bulk client for a sandbox whose jobs complete quickly."""
+    return _bulk(start_sandbox)
 
 
 def test_a_job_goes_from_created_to_completed(start_sandbox: StartSandbox) -> None:
@@ -79,12 +86,6 @@ def test_create_needs_a_filter_with_created_at(api: BulkApi) -> None:
 
 def test_a_31_day_span_is_accepted(api: BulkApi) -> None:
     assert api.create(end="2026-11-01T00:00:00Z")["success"]
-
-
-@pytest.fixture
-def api(start_sandbox: StartSandbox) -> BulkApi:
-    """A bulk client for a sandbox whose jobs complete quickly."""
-    return _bulk(start_sandbox)
 
 
 def test_two_jobs_process_at_once_and_the_next_starts_when_one_ends(start_sandbox: StartSandbox) -> None:
@@ -295,3 +296,11 @@ def test_range_requests(api: BulkApi) -> None:
     beyond = api.file(export_id, f"bytes={size}-")
     assert beyond.status_code == 416 and beyond.headers["Content-Range"] == f"bytes */{size}"
     assert api.file(export_id, "lines=1-2").content == file
+
+
+def test_cli_bulk_created_at() -> None:
+    small = ["--leads", "5", "--activities", "50"]
+    assert build_sandbox(parse_args(small)).bulk_spec.created_at == "activity_date"
+    assert build_sandbox(parse_args([*small, "--bulk-created-at", "recorded"])).bulk_spec.created_at == "recorded"
+    with pytest.raises(SystemExit):
+        parse_args(["--bulk-created-at", "commit"])

@@ -25,9 +25,9 @@ import jsonschema
 import pytest
 import requests
 
-from marketo_source.sandbox import Fault, Limits, MarketoSandbox
+from marketo_source.sandbox import BulkSpec, Fault, Limits, MarketoSandbox
 
-from sandbox_helpers import Api
+from sandbox_helpers import EXPORT, Api, BulkApi
 
 SWAGGER_DIR = Path("/work/shared/marketo-api")
 ADDED_OR_SKIPPED = {"oneOf": [
@@ -209,3 +209,45 @@ def test_validator_rejects_a_wrong_answer(mapi: SwaggerValidator) -> None:
     wrong = {"requestId": "1#1", "success": True, "result": [{"id": "not an integer", "name": "x", "attributes": []}]}
     with pytest.raises(jsonschema.ValidationError):
         mapi.validate("GET", "/rest/v1/activities/types.json", wrong)
+
+
+def test_bulk_export_answers_validate(start_sandbox: Callable[..., MarketoSandbox], mapi: SwaggerValidator) -> None:
+    bulk = BulkSpec(queue_s=0, processing_s=0.05, status_interval_s=0.01, fail_jobs=(2,), max_queued=2)
+    api = BulkApi(start_sandbox(bulk=bulk))
+    job = EXPORT + "/{exportId}"
+    answers: list[tuple[str, str, dict[str, Any]]] = []
+
+    def call(method: str, path: str, answer: dict[str, Any]) -> dict[str, Any]:
+        answers.append((method, path, answer))
+        return answer
+
+    ids = [call("POST", EXPORT + "/create.json", api.create())["result"][0]["exportId"] for _ in range(4)]
+    call("POST", EXPORT + "/create.json", api.create(activityTypeIds=[37]))
+    call("POST", EXPORT + "/create.json", api.create(end="2026-12-01T00:00:00Z"))
+    for export_id in ids[:2]:
+        call("POST", job + "/enqueue.json", api.job("enqueue", export_id))
+    call("POST", job + "/enqueue.json", api.job("enqueue", ids[0]))  # already queued
+    call("POST", job + "/enqueue.json", api.job("enqueue", ids[2]))  # queue full
+    call("POST", job + "/cancel.json", api.job("cancel", ids[3]))
+    call("POST", job + "/cancel.json", api.job("cancel", "unknown"))
+    for export_id in ids[:2]:
+        api.wait(export_id, "Completed", "Failed")
+    for export_id in ids:
+        call("GET", job + "/status.json", api.job("status", export_id))
+    call("GET", job + "/status.json", api.job("status", "unknown"))
+    call("GET", EXPORT + ".json", api.get(f"{EXPORT}.json", batchSize=2))
+    call("GET", EXPORT + ".json", api.get(f"{EXPORT}.json", status="completed,failed"))
+    call("GET", EXPORT + ".json", api.get(f"{EXPORT}.json", status="never"))
+    statuses = {status["status"] for _, path, answer in answers if path.endswith("status.json") and answer["success"]
+                for status in answer["result"]}
+    assert statuses == {"Completed", "Failed", "Created", "Cancelled"}
+    assert [answer["success"] for _, _, answer in answers].count(False) == 7
+    assert "nextPageToken" in answers[-3][2]
+    for method, path, answer in answers:
+        mapi.validate(method, path, answer)
+    completed = next(answer for _, path, answer in answers
+                     if path.endswith("status.json") and answer.get("result", [{}])[0].get("fileSize"))
+    wrong = copy.deepcopy(completed)
+    wrong["result"][0]["fileSize"] = str(wrong["result"][0]["fileSize"])
+    with pytest.raises(jsonschema.ValidationError):
+        mapi.validate("GET", job + "/status.json", wrong)
