@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 import requests
 
-from marketo_source.bulk.csv_file import FileBlock, in_window, read_export
+from marketo_source.bulk.csv_file import FileBlock, count_records, in_window, read_export
 from marketo_source.bulk.download import ExportFile, download_export
 from marketo_source.client import MarketoClient
 from marketo_source.errors import MarketoBulkFileError, MarketoBulkFileGone
@@ -189,6 +189,22 @@ def test_unreadable_attributes_are_set_aside(tmp_path: Path) -> None:
         ("g-1", "attributes is not a JSON object"), ("g-2", "attributes is not a JSON object"),
     ]
     assert bulk["activity_type_1"].to_pydict()["webpage_id"] == ["7"]
+
+
+def test_a_file_without_rows_holds_no_tables(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(export_csv([]))
+    assert count_records(path) == 0
+    assert [block.tables for block in read_export(path, ActivityTables({}))] == []
+
+
+def test_a_file_without_the_default_columns_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "renamed.csv"
+    activity = {"marketoGUID": "g-1", "leadId": 1, "activityDate": "2026-10-01T00:00:00Z", "activityTypeId": 1,
+                "attributes": []}
+    path.write_bytes(export_csv([activity], header_names={"marketoGUID": "GUID"}))
+    with pytest.raises(MarketoBulkFileError, match=r"renamed\.csv cannot be read as an export file: .*marketoGUID"):
+        list(read_export(path, ActivityTables({})))
 
 
 def test_cut_download_resumes_to_the_exact_bytes(bulk_sandbox: MarketoSandbox,

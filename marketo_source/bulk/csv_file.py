@@ -38,11 +38,12 @@ from marketo_source.tables import UNKEYED_REASON, ActivityTables
 
 ATTRIBUTES_FIELD = "attributes"
 EXPORT_FIELDS = (*(field for field, _ in BASE_COLUMNS.values() if field != "id"), ATTRIBUTES_FIELD)
-"""The columns of an activity export file (Marketo's defaults); `actionResult`, when asked for, is not read."""
+"""The columns read from an activity export file: Marketo's default fields under their own names (a job
+asks for them without `columnHeaderNames`); `actionResult`, when asked for, is not read."""
 NULL_TEXT = "null"
 BLOCK_BYTES = 1 << 20
 """Bytes Arrow's CSV reader parses at a time (1 MiB: it reads the next block while one is parsed)."""
-UNIT_ROWS = 65_536
+BLOCK_ROWS = 65_536
 """Rows taken into their tables at a time: memory holds this many rows of the file, whatever its size."""
 NOT_AN_OBJECT = f"{ATTRIBUTES_FIELD} is not a JSON object"
 _SCAN_ROWS = 8_192
@@ -72,7 +73,7 @@ def read_export(
     tables: ActivityTables,
     start: Optional[datetime] = None,
     until: Optional[datetime] = None,
-    block_rows: int = UNIT_ROWS,
+    block_rows: int = BLOCK_ROWS,
     block_bytes: int = BLOCK_BYTES,
 ) -> Iterator[FileBlock]:
     """Reads a checked activity export file, block by block.
@@ -134,7 +135,6 @@ def _batches(path: Path, columns: Sequence[str], block_bytes: int) -> Iterator[p
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(
                 include_columns=list(columns),
-                include_missing_columns=True,
                 column_types=dict.fromkeys(columns, pa.string()),
                 null_values=[NULL_TEXT],
                 strings_can_be_null=True,
@@ -142,7 +142,7 @@ def _batches(path: Path, columns: Sequence[str], block_bytes: int) -> Iterator[p
             ),
         )
         yield from reader
-    except (pa.ArrowInvalid, OSError) as error:
+    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as error:
         raise MarketoBulkFileError(f"{path.name} cannot be read as an export file: {error}") from None
 
 
@@ -152,8 +152,8 @@ class _Block:
     def __init__(
         self, batches: List[pa.RecordBatch], tables: ActivityTables, connection: duckdb.DuckDBPyConnection
     ) -> None:
-        rows = pa.Table.from_batches(batches).combine_chunks()
-        self.fields: Dict[str, Any] = {name: rows[name].chunk(0) for name in rows.column_names}
+        rows = pa.Table.from_batches(batches)
+        self.fields: Dict[str, Any] = {name: rows[name].combine_chunks() for name in rows.column_names}
         self.rows = rows.num_rows
         self.tables = tables
         self.connection = connection
