@@ -142,6 +142,41 @@ class MarketoSourceConfiguration(MarketoConnection):
     time_slice_overlap_minutes: float = settings.DEFAULT_TIME_SLICE_OVERLAP_MINUTES
     """With time_slices, how late (after its activityDate) an activity may be committed and still
     be read: each slice reads on this far past the next slice's start. At least `late_commit_minutes`."""
+    backfill: str = settings.DEFAULT_BACKFILL
+    """How the activities stream reads its history: "rest" (REST paging), "bulk" (Bulk Activity
+    Extract, which spends an export quota of files rather than API calls, with REST paging reading
+    the newest part) or "auto" (the source chooses). Bulk reading is being built; only "rest" reads today."""
+    bulk_poll_interval_s: float = settings.DEFAULT_BULK_POLL_INTERVAL_S
+    """With bulk reading, seconds between two status reads of one export job (Marketo updates a
+    job's status at most once a minute and asks not to poll more often)."""
+    bulk_daily_mb_limit: float = settings.DEFAULT_BULK_DAILY_MB_LIMIT
+    """With bulk reading, MB of export files a day the source may use, counted in Marketo's day
+    (midnight to midnight US Central). 400 of Marketo's default 500 leaves the instance's lead,
+    program member and custom object exports, which share the quota, 100 MB a day."""
+
+    def checked(self) -> "MarketoSourceConfiguration":
+        """This configuration, once every value is known to be usable; else a `MarketoConfigurationError`."""
+        super().checked()
+        if self.backfill not in settings.BACKFILL_READERS:
+            raise MarketoConfigurationError.of(
+                "backfill", f"{self.backfill!r} is not one of {', '.join(settings.BACKFILL_READERS)}",
+                "give rest (REST paging), bulk (Bulk Activity Extract) or auto",
+            )
+        if self.backfill != settings.DEFAULT_BACKFILL:
+            logger.warning("backfill: %r is being built; this release reads every history through REST paging",
+                           self.backfill)
+        if not _is_number(self.bulk_poll_interval_s) or self.bulk_poll_interval_s <= 0:
+            raise MarketoConfigurationError.of(
+                "bulk_poll_interval_s", f"{self.bulk_poll_interval_s!r} is not a positive number of seconds",
+                "give 60 or more: Marketo updates a job's status at most once a minute",
+            )
+        if not _is_number(self.bulk_daily_mb_limit) or self.bulk_daily_mb_limit <= 0:
+            raise MarketoConfigurationError.of(
+                "bulk_daily_mb_limit", f"{self.bulk_daily_mb_limit!r} is not a positive number of MB",
+                f"give the MB of export files a day the source may use, e.g. {settings.DEFAULT_BULK_DAILY_MB_LIMIT:g}"
+                f" of Marketo's default {settings.BULK_QUOTA_MB}",
+            )
+        return self
 
 
 @configspec

@@ -253,12 +253,14 @@ class _Stream:
         run.refresh_daily_usage()
         stream_pages = run.scheduler.pages(self.chains, self.state)
         # Handing control back to dlt after each page lets it start and drain the other streams,
-        # so that their calls run alongside this one's.
-        yield []
+        # so that their calls run alongside this one's. It is handed back with None, which dlt
+        # skips: an empty list would be written to a table named after the resource, whose
+        # counter in dlt's progress would stand at 0 beside the rows of the stream's real tables.
+        yield None
         histories = [self._history(scope, claim) for scope, claim in self.claims.items()]
         for item in _alternate([iter(stream_pages), *histories]):
             if item is None:
-                yield []
+                yield None
                 continue
             records = self._account(report, item)
             run.progress.page(self.name, len(records))
@@ -268,7 +270,7 @@ class _Stream:
                 for full_table, full_rows in buffer.add(table_name, table_records):
                     yield from _rows(report, full_table, full_rows)
             yield from _set_aside(report, rejects)
-            yield []
+            yield None
         for table_name, rows in buffer.drain():
             yield from _rows(report, table_name, rows)
         report.time_slices = stream_pages.slices_opened
@@ -339,9 +341,9 @@ def run_reports(run: MarketoRun) -> Iterator[TDataItem]:
     `drop` of its resource) keeps every stream's history of runs. dlt goes round every resource
     before it comes back to this one, so after its first item every stream of the run has begun.
     """
-    yield []
+    yield None
     while run.open_streams:
-        yield []
+        yield None
     if run.gaps:
         yield to_table(run.gaps, settings.RETENTION_GAPS_TABLE)
     if run.reports:

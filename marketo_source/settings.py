@@ -39,6 +39,10 @@ DEFAULT_RATE_LIMIT_PERIOD_S = 20.0
 """Adobe asks one integration to stay under 50 calls per 20 s (the instance limit is 100)."""
 DEFAULT_MAX_CONCURRENCY = 5
 """Adobe's advice for one integration; Marketo's hard limit is `MAX_CONCURRENCY`."""
+RATE_LIMIT_NOTICE_S = 5.0
+"""A wait for the client's rate limit this long or longer is told of (logged, and counted in the progress)."""
+RATE_LIMIT_NOTICE_EVERY_S = 60.0
+"""At most one log line per this long about such waits; the next line counts the ones not told of."""
 DEFAULT_DAILY_QUOTA = 50_000
 """Marketo's default daily call quota per subscription (some subscriptions buy more)."""
 USAGE_REFRESH_CALLS = 500
@@ -127,3 +131,25 @@ SLICE_MIN_SECONDS = 4.0
 SLICE_MIN_SPAN_PER_OVERLAP = 5
 """... and, before the new slice's start, a time range at least this many times the overlap,
 which bounds what reading the overlap costs against what the chain still reads."""
+
+BACKFILL_READERS = ("rest", "bulk", "auto")
+"""Values of `backfill`: how the activities stream reads its history (see `config`)."""
+DEFAULT_BACKFILL = "rest"
+BULK_MAX_WINDOW_DAYS = 31
+"""Marketo refuses a job whose createdAt filter spans more than 31 days."""
+BULK_UNSUPPORTED_TYPE_IDS: FrozenSet[int] = frozenset({DELETE_LEAD_TYPE_ID})
+"""Marketo's bulk export refuses Delete Lead; `deleted_leads` reads it through Get Deleted Leads."""
+BULK_MAX_QUEUED = 10
+"""Jobs Marketo holds queued, processing ones included, across the instance's exports; past it,
+enqueue answers 1029 "Too many jobs in queue"."""
+DEFAULT_BULK_POLL_INTERVAL_S = 60.0
+"""Marketo updates a job's status at most once a minute and asks not to poll more often."""
+BULK_QUOTA_MB = 500
+"""Marketo's default export quota: 500 MB of files a day (subscriptions may buy more)."""
+DEFAULT_BULK_DAILY_MB_LIMIT = 400.0
+"""Our share of the export quota: four fifths of Marketo's default, so that the instance's lead,
+program member and custom object exports, which draw on the same quota, keep 100 MB a day."""
+BYTES_PER_MB = 1_000_000
+"""Marketo does not say whether its MB is 10^6 or 2^20 bytes: the smaller keeps a limit within either."""
+MARKETO_DAY_ZONE = "America/Chicago"
+"""Marketo's quota days end at midnight US Central."""

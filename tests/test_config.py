@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Type
 
 import pytest
+from dlt.common.configuration import resolve_configuration
 from dlt.common.configuration.specs import BaseConfiguration
 
 from marketo_source import MarketoClient, MarketoConfigurationError, marketo_source
@@ -51,6 +52,9 @@ SOURCE_KEYS: Dict[str, Any] = {
     "daily_call_limit": 40000,
     "time_slices": True,
     "time_slice_overlap_minutes": 90.0,
+    "backfill": "bulk",
+    "bulk_poll_interval_s": 300.0,
+    "bulk_daily_mb_limit": 250.0,
 }
 """Every setting of the source, each with a value other than its default."""
 DESTINATION_KEYS: Dict[str, Any] = {
@@ -136,3 +140,26 @@ def test_a_missing_destination_secret_is_named_in_the_destinations_own_section()
     with pytest.raises(MarketoConfigurationError, match=r"put it under \[destination.marketo_custom_activities\]"
                        r" .*DESTINATION__MARKETO_CUSTOM_ACTIVITIES__CLIENT_SECRET"):
         MarketoClient.connect(config)
+
+
+@pytest.mark.parametrize("backfill", ["rest", "bulk", "auto"])
+def test_the_bulk_settings_reach_the_configuration_from_the_environment(
+    backfill: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, value in {"BASE_URL": "https://123-ABC-456.mktorest.com", "CLIENT_ID": "an-id",
+                        "CLIENT_SECRET": "a-secret", "BACKFILL": backfill, "BULK_POLL_INTERVAL_S": "120",
+                        "BULK_DAILY_MB_LIMIT": "450.5"}.items():
+        monkeypatch.setenv(f"SOURCES__MARKETO__{name}", value)
+    resolved = resolve_configuration(MarketoSourceConfiguration(), sections=("sources", "marketo")).checked()
+    assert (resolved.backfill, resolved.bulk_poll_interval_s, resolved.bulk_daily_mb_limit) == (backfill, 120.0, 450.5)
+    # Bulk reading is not wired into the streams yet: a deployment asking for it is told so.
+    warned = [record.getMessage() for record in caplog.records if record.getMessage().startswith("backfill:")]
+    assert warned == ([] if backfill == "rest" else [
+        f"backfill: {backfill!r} is being built; this release reads every history through REST paging"
+    ])
+
+
+def test_the_bulk_settings_default_to_rest_polling_each_minute_and_400_mb_a_day() -> None:
+    config = MarketoSourceConfiguration(base_url="https://123-ABC-456.mktorest.com", client_id="an-id",
+                                        client_secret="a-secret").checked()
+    assert (config.backfill, config.bulk_poll_interval_s, config.bulk_daily_mb_limit) == ("rest", 60.0, 400.0)
