@@ -9,7 +9,7 @@ import argparse
 import shlex
 import signal
 import threading
-from typing import Any, Sequence
+from typing import IO, Any, Sequence
 
 from .bulk import CREATED_AT_READINGS, BulkSpec
 from .generator import DataSpec
@@ -113,6 +113,26 @@ def source_settings(sandbox: MarketoSandbox) -> list[str]:
     settings = {"BASE_URL": sandbox.base_url, "CLIENT_ID": sandbox.client_id, "CLIENT_SECRET": sandbox.client_secret}
     return [f"export {ENVIRONMENT_PREFIX}{name}={shlex.quote(value)}" for name, value in settings.items()]
 
+
+
+def read_source_settings(stdout: IO[str]) -> dict[str, str]:
+    """base_url, client_id and client_secret, from what the sandbox prints once it serves (a line
+    saying where, then the lines of `source_settings`), read as a shell reads them.
+
+    Raises:
+        RuntimeError: When the sandbox printed something else, such as why it could not start.
+    """
+    first = stdout.readline()
+    if not first.startswith("Marketo sandbox serving at "):
+        raise RuntimeError(f"the sandbox did not start: {first.strip()!r}")
+    settings = {}
+    for line in (stdout.readline() for _ in range(3)):
+        export, assignment = shlex.split(line)
+        name, value = assignment.split("=", 1)
+        if export != "export" or not name.startswith(ENVIRONMENT_PREFIX):
+            raise RuntimeError(f"not a setting of the source: {line.strip()!r}")
+        settings[name.removeprefix(ENVIRONMENT_PREFIX).lower()] = value
+    return settings
 
 def _listen(sandbox: MarketoSandbox) -> None:
     """Start serving, or exit with one line naming --port when the address cannot be bound."""

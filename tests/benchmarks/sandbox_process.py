@@ -17,6 +17,8 @@ from typing import Any, List, Optional
 
 import requests
 
+from marketo_source.sandbox.__main__ import read_source_settings
+
 HOST = "127.0.0.1"
 
 
@@ -93,18 +95,16 @@ class SandboxProcess:
     def __enter__(self) -> SandboxProcess:
         started = time.perf_counter()
         self.process = subprocess.Popen(self.options.command(), stdout=subprocess.PIPE, text=True)
-        printed = dict(self._line().split("=", 1) for _ in range(3))
+        assert self.process.stdout is not None  # a pipe, as asked
+        try:
+            printed = read_source_settings(self.process.stdout)
+        except BaseException:
+            self.__exit__()
+            raise
         self.base_url, self.client_id, self.client_secret = (
             printed["base_url"], printed["client_id"], printed["client_secret"])
         self.startup_s = time.perf_counter() - started
         return self
-
-    def _line(self) -> str:
-        assert self.process is not None and self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the sandbox exited early (code {self.process.wait()})")
-        return line.strip()
 
     def __exit__(self, *exc_info: Any) -> None:
         if self.process is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -14,7 +13,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from marketo_source.sandbox.__main__ import argument_parser, parse_args
+from marketo_source.sandbox.__main__ import argument_parser, parse_args, read_source_settings
 
 CREDENTIALS = ("--client-id", "cli-id", "--client-secret", "cli-secret")
 DENSE_TYPES = (1, 2, 3, 6, 7, 10, 11, 12, 13, 22)
@@ -23,7 +22,6 @@ DENSE = ",".join(map(str, DENSE_TYPES))
 
 SANDBOX = [sys.executable, "-m", "marketo_source.sandbox"]
 SMALL = ("--leads", "20", "--activities", "300")
-PREFIX = "SOURCES__MARKETO__"
 
 
 @contextmanager
@@ -33,24 +31,13 @@ def _serving(*options: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, s
                                text=True)
     assert process.stdout is not None  # a pipe, as asked
     try:
-        assert process.stdout.readline().startswith("Marketo sandbox serving at http://127.0.0.1:")
-        exported = _exported([process.stdout.readline() for _ in range(3)])
-        assert set(exported) == {f"{PREFIX}{name}" for name in ("BASE_URL", "CLIENT_ID", "CLIENT_SECRET")}
-        yield process, {name.removeprefix(PREFIX).lower(): value for name, value in exported.items()}
+        printed = read_source_settings(process.stdout)
+        assert set(printed) == {"base_url", "client_id", "client_secret"}
+        assert printed["base_url"].startswith("http://127.0.0.1:")
+        yield process, printed
     finally:
         process.kill()
         process.stdout.close()
-
-
-def _exported(lines: list[str]) -> dict[str, str]:
-    """What `export NAME=value` lines set, read as a shell reads them."""
-    settings = {}
-    for line in lines:
-        export, assignment = shlex.split(line)
-        assert export == "export"
-        name, value = assignment.split("=", 1)
-        settings[name] = value
-    return settings
 
 
 def _session(printed: dict[str, str]) -> requests.Session:
