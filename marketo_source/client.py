@@ -26,7 +26,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
 from marketo_source import settings
-from marketo_source.config import MarketoConnection
+from marketo_source.config import MarketoConnection, warn_of_a_rate_above_marketos
 from marketo_source.errors import (
     MarketoAccessDenied,
     MarketoAuthError,
@@ -338,6 +338,8 @@ class MarketoClient:
     ) -> None:
         connection = MarketoConnection(base_url=base_url, client_id=client_id, client_secret=client_secret, **options)
         connection.checked()
+        # Warned of here rather than in checked(), which `connect` calls too: once per client.
+        warn_of_a_rate_above_marketos(connection.rate_limit_calls, connection.rate_limit_period_s)
         self.base_url = normalize_base_url(base_url)
         self.rest_url = self.base_url + settings.REST_PREFIX
         self.section = section

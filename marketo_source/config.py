@@ -66,14 +66,14 @@ class MarketoConnection(BaseConfiguration):
 
     def checked(self) -> "MarketoConnection":
         """This configuration, once every value is known to be usable; else a `MarketoConfigurationError`."""
-        for name in _IDENTITY:
-            value = getattr(self, name)
-            if not value or not isinstance(value, str):
-                raise MarketoConfigurationError.of(
-                    name, "not set", f"put it under [{self.SECTION}] in .dlt/"
-                    f"{'config' if name == 'base_url' else 'secrets'}.toml or set "
-                    f"{self.SECTION.upper().replace('.', '__')}__{name.upper()}",
-                )
+        missing = [name for name in _IDENTITY if not getattr(self, name) or not isinstance(getattr(self, name), str)]
+        if missing:
+            variables = " and ".join(f"{self.SECTION.upper().replace('.', '__')}__{name.upper()}" for name in missing)
+            files = ".dlt/config.toml" if missing == ["base_url"] else ".dlt/secrets.toml"
+            raise MarketoConfigurationError.of(
+                ", ".join(missing), "not set", f"put {'it' if len(missing) == 1 else 'them'} under [{self.SECTION}] "
+                f"in {files} or set {variables}",
+            )
         _check_positive_whole(
             self.rate_limit_calls, "rate_limit_calls", "give 50 or fewer per 20 s: Marketo allows the instance 100"
         )
@@ -88,12 +88,6 @@ class MarketoConnection(BaseConfiguration):
                 "give 5 or fewer: Marketo answers 615 past 10 calls at once",
             )
         _check_positive_whole(self.max_attempts, "max_attempts", "give 1 or more: 1 makes no retry")
-        if self.rate_limit_calls / self.rate_limit_period_s > _MARKETO_CALLS / _MARKETO_WINDOW_S:
-            logger.warning(
-                "rate_limit_calls: %d per %g s is more than Marketo allows the whole instance (100 per 20 s); "
-                "expect 606 answers and retries, and set it to 50 per 20 s or less", self.rate_limit_calls,
-                self.rate_limit_period_s,
-            )
         return self
 
 
@@ -195,6 +189,15 @@ class MarketoDestinationConfiguration(CustomDestinationClientConfiguration, Mark
 
 
 _MARKETO_CALLS, _MARKETO_WINDOW_S = 100, 20.0
+
+
+def warn_of_a_rate_above_marketos(calls: int, period_s: float) -> None:
+    """Logs a warning when `calls` per `period_s` is more than Marketo allows the whole instance."""
+    if calls / period_s > _MARKETO_CALLS / _MARKETO_WINDOW_S:
+        logger.warning(
+            "rate_limit_calls: %d per %g s is more than Marketo allows the whole instance (100 per 20 s); "
+            "expect 606 answers and retries, and set it to 50 per 20 s or less", calls, period_s,
+        )
 """Marketo's rate limit for a whole instance."""
 _IDENTITY = ("base_url", "client_id", "client_secret")
 """The instance and its credentials: required, and not among a client's options."""

@@ -2,7 +2,11 @@
 
 from typing import Any, Optional, Self, Set, get_args
 
-from dlt.common.configuration.exceptions import ConfigFieldMissingException, ConfigValueCannotBeCoercedException
+from dlt.common.configuration.exceptions import (
+    ConfigFieldMissingException,
+    ConfigValueCannotBeCoercedException,
+    flatten_traces,
+)
 
 
 class MarketoError(Exception):
@@ -97,12 +101,27 @@ def marketo_error_behind(error: Optional[BaseException]) -> Optional[MarketoErro
         if isinstance(error, ConfigValueCannotBeCoercedException):
             return _not_coerced(error)
         if isinstance(error, ConfigFieldMissingException):
-            return MarketoConfigurationError.of(
-                error.fields[0], "not set", "set it in .dlt/config.toml (secrets in .dlt/secrets.toml) or as an "
-                "environment variable, e.g. SOURCES__MARKETO__" + error.fields[0].upper(),
-            )
+            return _missing(error)
         error = error.__cause__ or error.__context__
     return None
+
+
+def _missing(error: ConfigFieldMissingException) -> MarketoConfigurationError:
+    """Names every missing field, and the section and environment variable that would set the
+    first one: the most specific of those dlt looked in (sources.marketo for the source's,
+    destination.filesystem for the filesystem destination's)."""
+    fields = error.fields
+    traces = flatten_traces(error.traces.get(fields[0], []))
+    looked_in = [trace for trace in traces if trace.provider == "Environment Variables"]
+    section, variable = "sources.marketo", "SOURCES__MARKETO__" + fields[0].upper()
+    if looked_in:
+        # Keys with the pipeline's name in front come first; the shortest of the most specific is without it.
+        deepest = max(len(trace.sections) for trace in looked_in)
+        trace = min((t for t in looked_in if len(t.sections) == deepest), key=lambda t: len(t.key))
+        section, variable = ".".join(trace.sections), trace.key
+    advice = (f"put it under [{section}] in .dlt/config.toml (secrets in .dlt/secrets.toml) or set {variable}"
+              if section else f"set it in .dlt/config.toml or as the environment variable {variable}")
+    return MarketoConfigurationError.of(", ".join(fields), "not set", advice)
 
 
 def _not_coerced(error: ConfigValueCannotBeCoercedException) -> MarketoConfigurationError:

@@ -142,7 +142,8 @@ def _minutes(minutes: Any, setting: str) -> Optional[timedelta]:
     try:
         value = float(minutes or 0)
     except (TypeError, ValueError):
-        value = -1
+        problem = f"{minutes!r} is not a number of minutes"
+        raise MarketoConfigurationError.of(setting, problem, "give 0 or more") from None
     if value < 0:
-        raise MarketoConfigurationError.of(setting, f"{minutes!r} is not a number of minutes", "give 0 or more")
+        raise MarketoConfigurationError.of(setting, f"{minutes!r} is negative", "give 0 or more minutes")
     return timedelta(minutes=value) if value else None

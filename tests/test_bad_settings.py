@@ -54,7 +54,7 @@ CASES = [
     ({"SOURCES__MARKETO__MAX_CONCURRENCY": "11"}, [],
      "max_concurrency: 11 is not between 1 and 10; give 5 or fewer: Marketo answers 615 past 10 calls at once"),
     ({"SOURCES__MARKETO__LATE_COMMIT_MINUTES": "-1"}, [],
-     "late_commit_minutes: -1.0 is not a number of minutes; give 0 or more"),
+     "late_commit_minutes: -1.0 is negative; give 0 or more minutes"),
     ({"SOURCES__MARKETO__DAILY_CALL_LIMIT": "0"}, [],
      "daily_call_limit: 0 is not a positive whole number of calls; give one or leave it unset; 40000 leaves a "
      "fifth of the default quota to the instance's other integrations"),
@@ -70,6 +70,9 @@ CASES = [
     ({"SOURCES__MARKETO__CLIENT_SECRET": ""}, [],
      "client_secret: not set; put it under [sources.marketo] in .dlt/secrets.toml or set "
      "SOURCES__MARKETO__CLIENT_SECRET"),
+    ({"SOURCES__MARKETO__BASE_URL": "", "SOURCES__MARKETO__CLIENT_ID": "", "SOURCES__MARKETO__CLIENT_SECRET": ""}, [],
+     "base_url, client_id, client_secret: not set; put them under [sources.marketo] in .dlt/secrets.toml or set "
+     "SOURCES__MARKETO__BASE_URL and SOURCES__MARKETO__CLIENT_ID and SOURCES__MARKETO__CLIENT_SECRET"),
 ]
 
 
@@ -198,6 +201,12 @@ def test_a_rate_above_marketos_limit_is_warned_of(tmp_path: Path) -> None:
     env.update({**GOOD, "SOURCES__MARKETO__RATE_LIMIT_CALLS": "500", "DLT_DATA_DIR": str(tmp_path / "dlt")})
     result = subprocess.run([sys.executable, str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=120)
-    assert "rate_limit_calls: 500 per 20 s is more than Marketo allows the whole instance (100 per 20 s)" in (
-        result.stdout + result.stderr
-    )
+    warning = "rate_limit_calls: 500 per 20 s is more than Marketo allows the whole instance (100 per 20 s)"
+    assert (result.stdout + result.stderr).count(warning) == 1
+
+
+def test_a_destination_setting_dlt_finds_missing_is_named_in_its_section(tmp_path: Path) -> None:
+    assert _run(SCRIPT, GOOD, ["--destination", "filesystem"], tmp_path) == [
+        "Run failed: bucket_url: not set; put it under [destination.filesystem] in .dlt/config.toml (secrets in "
+        ".dlt/secrets.toml) or set DESTINATION__FILESYSTEM__BUCKET_URL"
+    ]
