@@ -48,26 +48,31 @@ def retention_gap_row(
     window = retention_gap(cursor, start, retention_days, now)
     if window is None:
         return None
-    names = [type_names.get(t, str(t)) for t in type_ids]
+    # Named: the types kept that short, whose history before the horizon Marketo may have purged.
+    short_kept = [t for t, days in zip(type_ids, kept, strict=True) if days == retention_days]
+    names = [type_names.get(t, str(t)) for t in short_kept]
     if cursor == Cursor():
         logger.info(
             "%s (%s): Marketo keeps %s %d days, so this first run reads them from %s on, not from %s.",
-            stream, scope, ", ".join(names), retention_days, window[1].isoformat(), window[0].isoformat(),
+            stream, scope, ", ".join(names), retention_days, _second(window[1]), _second(window[0]),
         )
         return None
     logger.warning(
         "RETENTION GAP in %s (%s): the saved position (%s) is older than the %d days Marketo keeps "
         "%s; activities from %s to %s may be lost for good. Run the pipeline more often than that.",
-        stream, scope, window[0].isoformat(), retention_days, ", ".join(names),
-        window[0].isoformat(), window[1].isoformat(),
+        stream, scope, _second(window[0]), retention_days, ", ".join(names), _second(window[0]), _second(window[1]),
     )
     return {
         "detected_at": now,
         "stream": stream,
         "scope": scope,
-        "activity_type_ids": ",".join(map(str, type_ids)),
+        "activity_type_ids": ",".join(map(str, short_kept)),
         "activity_type_names": ", ".join(names),
         "retention_days": retention_days,
         "may_be_lost_from": window[0],
         "may_be_lost_until": window[1],
     }
+
+
+def _second(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")

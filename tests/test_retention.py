@@ -66,3 +66,17 @@ def test_no_gap_when_the_position_is_within_retention(make_pipeline: Any) -> Non
 def test_retention_gap_of_a_saved_position(cursor: Any, days: Any, expected: Any) -> None:
     start = datetime(2026, 10, 1, tzinfo=timezone.utc)
     assert retention_gap(Cursor.from_json(cursor), start, days, NOW) == expected
+
+
+def test_a_gap_names_only_the_types_marketo_keeps_that_short(caplog: pytest.LogCaptureFixture) -> None:
+    start = NOW - timedelta(days=200)
+    saved = Cursor.from_json({"token": "t", "position_at": (NOW - timedelta(days=100)).isoformat()})
+    names = {12: "New Lead", 13: "Change Data Value"}
+    row = retention_gap_row("lead_changes", "all", saved, [12, 13], start, names, NOW)
+    assert row is not None
+    assert (row["activity_type_ids"], row["activity_type_names"]) == ("13", "Change Data Value")
+    assert row["retention_days"] == 90
+    caplog.set_level(logging.INFO, logger="marketo_source")
+    retention_gap_row("lead_changes", "all", Cursor(), [12, 13], start, names, NOW)
+    assert "Marketo keeps Change Data Value 90 days, so this first run reads them from" in caplog.text
+    assert "New Lead" not in caplog.text
