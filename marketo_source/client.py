@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter, deque
 from contextlib import contextmanager
-from typing import Any, Deque, Dict, Iterator, Mapping, Optional, Protocol
+from typing import Any, Callable, Deque, Dict, Iterator, Mapping, Optional, Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import orjson
@@ -40,6 +40,7 @@ from marketo_source.errors import (
 
 logger = logging.getLogger("marketo_source")
 
+_T = TypeVar("_T")
 _TRANSIENT_NETWORK_ERRORS = (
     requests.Timeout,
     requests.ConnectionError,
@@ -368,11 +369,19 @@ class MarketoClient:
     ) -> Dict[str, Any]:
         headers = {"Content-Type": content_type} if content_type else {}
         request = dict(params=params, data=data, timeout=timeout or self.read_timeout_s)
+        return self._retrying(
+            path, idempotent,
+            lambda token: self._attempt(method, path, headers, {**request, "auth": _BearerToken(token)}, urgent),
+        )
+
+    def _retrying(self, path: str, idempotent: bool, attempt_with: Callable[[str], _T]) -> _T:
+        """`attempt_with(access token)`, again with a new token after 601/602 and again after a
+        transient failure, as long as attempts are left."""
         attempt, auth_replays = 1, 0
         while True:
             token = self.auth.current_token()
             try:
-                return self._attempt(method, path, headers, {**request, "auth": _BearerToken(token)}, urgent)
+                return attempt_with(token)
             except _TokenRefused:
                 self.auth.invalidate(token)
                 auth_replays += 1
@@ -470,6 +479,51 @@ class MarketoClient:
     def _count(self, counter: Counter[str], key: str) -> None:
         with self._counts_lock:
             counter[key] += 1
+
+    def get_file(self, path: str, headers: Mapping[str, str], timeout: Optional[float] = None) -> requests.Response:
+        """GETs a file under the instance root (Bulk Extract's `/bulk/...`, not `/rest`), streamed.
+
+        The call is made, counted and retried as every REST call is (token, daily gate, rate
+        limit, 429/5xx and network errors, 601/602 in a JSON answer). Its place in the rate limit
+        and among the calls in flight is held until the headers arrive: the body is read by the
+        caller, from the open response it gets here, which it must close.
+
+        Args:
+            path: The path under the instance root, e.g. `/bulk/v1/activities/export/<id>/file.json`.
+            headers: Headers to send, e.g. `Range`.
+            timeout: Seconds to wait for the headers, and between two chunks of the body;
+                default `read_timeout_s`.
+
+        Returns:
+            The open response: 200 or 206 with the file, or any other status but 429 and 5xx,
+            for the caller to judge (Marketo answers 404 for a file that is not, or no longer, there).
+        """
+        return self._retrying(path, True, lambda token: self._file_attempt(path, headers, token, timeout))
+
+    def _file_attempt(
+        self, path: str, headers: Mapping[str, str], token: str, timeout: Optional[float]
+    ) -> requests.Response:
+        if self._gate is not None:
+            self._gate.admit(path)
+        self._count(self.calls, path)
+        try:
+            with self.limiter.slot():
+                response = self._session().get(
+                    f"{self.base_url}{path}", headers=dict(headers), auth=_BearerToken(token),
+                    timeout=timeout or self.read_timeout_s, stream=True,
+                )
+        except _TRANSIENT_NETWORK_ERRORS as error:
+            raise _Retry(type(error).__name__) from None
+        self._time_answer(response.elapsed.total_seconds())
+        if response.status_code == 200 and response.headers.get("Content-Type", "").startswith(_JSON):
+            # Marketo reports errors (an expired token among them) in a JSON answer, not in a file.
+            with response:
+                self._read_answer(response, path)
+            raise MarketoRequestError(f"{path} answered JSON, not a file.", endpoint=path)
+        if response.status_code == 429 or response.status_code >= 500:
+            response.close()
+            raise _Retry(f"HTTP {response.status_code}", str(response.status_code))
+        return response
 
 
 _FORM = "application/x-www-form-urlencoded"

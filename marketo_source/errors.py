@@ -76,6 +76,16 @@ class MarketoListTooLarge(MarketoRequestError):
     """1003 for a `list_id` whose list holds 10,000 or more leads."""
 
 
+class MarketoBulkFileError(MarketoError):
+    """A bulk export file does not match its job (size, checksum or record count), or cannot be
+    read as an export file. Nothing of it was loaded, and the partial file is gone: download again."""
+
+
+class MarketoBulkFileGone(MarketoError):
+    """A completed bulk export's file is no longer there (HTTP 404; Marketo keeps files for days, not
+    for ever): create and enqueue the job again."""
+
+
 
 def marketo_error_behind(error: Optional[BaseException]) -> Optional[MarketoError]:
     """The Marketo error behind `error`, such as dlt's `PipelineStepFailed`, or None.

@@ -28,6 +28,10 @@ ARROW_TYPES: Dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
 
+TypedColumn = Tuple["pa.Array[Any]", Optional["pa.Array[Any]"]]
+"""A typed column, and the text of the values that do not fit its type (None when all fit)."""
+
+
 BASE_COLUMNS: Dict[str, Tuple[str, str]] = {
     "marketo_guid": ("marketoGUID", "text"),
     "id": ("id", "bigint"),
@@ -161,6 +165,17 @@ class TableLayout:
         column = self._attribute_columns.get(name)
         return column if column is not None else self._add_attribute(name, "text")
 
+    def table(self, column_of: Callable[[str, str], TypedColumn]) -> pa.Table:
+        """The Arrow table of this layout: each column as `column_of(column, dlt type)` types it,
+        with the variants of values that did not fit beside their column."""
+        arrays: Dict[str, pa.Array[Any]] = {}
+        for column, data_type in self.column_types.items():
+            typed, variants = column_of(column, data_type)
+            arrays[column] = typed
+            if variants is not None:
+                arrays[column + settings.VARIANT_SUFFIX] = variants
+        return _table(arrays, (KEY_COLUMN,))
+
 
 Rejects = List[Tuple[Dict[str, Any], str]]
 """Records set aside, each with the reason."""
@@ -211,16 +226,12 @@ class TableRows:
 
     def to_arrow(self) -> Tuple[pa.Table, Rejects]:
         """One Arrow table with every column of the layout, and no records set aside."""
-        arrays: Dict[str, pa.Array[Any]] = {}
-        for column, data_type in self._layout.column_types.items():
-            typed, variants = typed_column(self._cells.get(column) or [None] * self._rows, data_type)
-            arrays[column] = typed
-            if variants is not None:
-                arrays[column + settings.VARIANT_SUFFIX] = variants
-        return _table(arrays, (KEY_COLUMN,)), []
+        return self._layout.table(lambda column, data_type: typed_column(
+            self._cells.get(column) or [None] * self._rows, data_type
+        )), []
 
 
-def typed_column(cells: List[Any], data_type: str) -> Tuple[pa.Array[Any], Optional[pa.Array[Any]]]:
+def typed_column(cells: List[Any], data_type: str) -> TypedColumn:
     """A column of `data_type` from raw JSON values, and the text of values that do not fit.
 
     Arrow converts a whole column at once when it can; only a column holding values Arrow
@@ -234,11 +245,30 @@ def typed_column(cells: List[Any], data_type: str) -> Tuple[pa.Array[Any], Optio
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             pass
     if data_type != "text":
-        try:
-            return pc.cast(_as_text_array(cells), arrow_type), None
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
+        typed = cast_text(_as_text_array(cells), data_type)
+        if typed is not None:
+            return typed, None
     return _typed_column_by_value(cells, data_type)
+
+
+def cast_text(text: pa.Array[Any], data_type: str) -> Optional[pa.Array[Any]]:
+    """A text column cast to `data_type` as a whole, or None when a value does not parse.
+
+    This is what `typed_column` makes of values that are all text (Arrow converts no text in
+    its first step), and of numbers and booleans given as their JSON text, when they all parse.
+    """
+    try:
+        return pc.cast(text, ARROW_TYPES[data_type])
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def typed_text_column(text: pa.Array[Any], data_type: str) -> TypedColumn:
+    """`typed_column` of text values (a CSV's), cast as a whole column unless a value does not fit."""
+    if data_type == "text":
+        return text, None
+    typed = cast_text(text, data_type)
+    return (typed, None) if typed is not None else typed_column(text.to_pylist(), data_type)
 
 
 def _as_text_array(cells: List[Any]) -> pa.Array[Any]:
@@ -258,7 +288,7 @@ def _text_of(value: Any) -> str:
     return as_text(value)
 
 
-def _typed_column_by_value(cells: List[Any], data_type: str) -> Tuple[pa.Array[Any], Optional[pa.Array[Any]]]:
+def _typed_column_by_value(cells: List[Any], data_type: str) -> TypedColumn:
     convert = _CONVERTERS[data_type]
     typed: List[Any] = [None] * len(cells)
     variants: List[Any] = [None] * len(cells)

@@ -101,18 +101,19 @@ class ActivityTables(StreamTables):
     def route(self, records: Records) -> Iterable[Tuple[str, Records]]:
         by_table: Dict[str, Records] = defaultdict(list)
         for record in records:
-            by_table[self._table_of(record.get("activityTypeId"))].append(record)
+            by_table[self.table_of(record.get("activityTypeId"))[0]].append(record)
         return by_table.items()
 
     def new_rows(self, table_name: str) -> Rows:
         return TableRows(self._layouts[table_name])
 
-    def _table_of(self, type_id: Any) -> str:
+    def table_of(self, type_id: Any) -> Tuple[str, TableLayout]:
+        """The table of an activity type, and the layout its rows share across batches."""
         # A type missing from the metadata still lands, in a table named after its id.
         name = self._names.get(type_id) or activity_table_name(f"type {type_id}")
         if name not in self._layouts:
             self._layouts[name] = TableLayout(type_attributes(self._known.get(type_id, {})))
-        return name
+        return name, self._layouts[name]
 
 
 def _unique_table_names(known_types: Dict[int, Dict[str, Any]]) -> Dict[int, str]:
@@ -181,6 +182,10 @@ def custom_type_rows(custom_types: List[Dict[str, Any]]) -> Dict[str, Records]:
     return {"custom_activity_types": types, "custom_activity_type_attributes": attributes}
 
 
+UNKEYED_REASON = f"no {KEY_COLUMN} (marketoGUID)"
+"""Why a record without marketoGUID is set aside: no merge can key it."""
+
+
 def split_unkeyed(records: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], Rejects]:
     keyed: List[Dict[str, Any]] = []
     rejects: Rejects = []
@@ -189,7 +194,7 @@ def split_unkeyed(records: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], 
         if isinstance(guid, str) and guid:
             keyed.append(record)
         else:
-            rejects.append((record, f"no {KEY_COLUMN} (marketoGUID)"))
+            rejects.append((record, UNKEYED_REASON))
     return keyed, rejects
 
 
