@@ -336,7 +336,7 @@ class MarketoClient:
         urgent call goes first when the rate limit makes calls wait.
         """
         query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
-        url = f"{self.rest_url}{path}"
+        url = self.url_of(path)
         if len(url) + 1 + len(query) > settings.MAX_GET_URL_BYTES:
             return self._call("POST", path, timeout, data=f"{query}&_method=GET", content_type=_FORM, urgent=urgent)
         return self._call("GET", path, timeout, params=query, urgent=urgent)
@@ -355,6 +355,11 @@ class MarketoClient:
                 (601, 602, 606, 615); any other transient failure raises `MarketoWriteUncertain`.
         """
         return self._call("POST", path, timeout, data=json.dumps(body), content_type=_JSON, idempotent=idempotent)
+
+    def url_of(self, path: str) -> str:
+        """The URL of an API path: Bulk Extract's paths (`/bulk/...`) lie under the instance root, the
+        others under `/rest`."""
+        return f"{self.base_url}{path}" if path.startswith(settings.BULK_PREFIX) else f"{self.rest_url}{path}"
 
     def _call(
         self,
@@ -421,7 +426,7 @@ class MarketoClient:
         try:
             with self.limiter.slot(urgent):
                 response = self._session().request(
-                    method, f"{self.rest_url}{path}", headers=headers, **request
+                    method, self.url_of(path), headers=headers, **request
                 )
         except _TRANSIENT_NETWORK_ERRORS as error:
             raise _Retry(type(error).__name__) from None
@@ -438,7 +443,7 @@ class MarketoClient:
             raise _Retry(f"HTTP {response.status_code}", str(response.status_code))
         if response.status_code != 200:
             raise MarketoConfigurationError(
-                f"{self.rest_url}{path} answered HTTP {response.status_code}. Check "
+                f"{self.url_of(path)} answered HTTP {response.status_code}. Check "
                 "sources.marketo.base_url: it should be your instance's REST endpoint.",
                 code=str(response.status_code),
                 endpoint=path,
@@ -449,12 +454,12 @@ class MarketoClient:
             if response.text.lstrip().startswith("{"):
                 raise _Retry("truncated JSON") from None
             raise MarketoConfigurationError(
-                f"{self.rest_url}{path} did not answer JSON. Check sources.marketo.base_url.",
+                f"{self.url_of(path)} did not answer JSON. Check sources.marketo.base_url.",
                 endpoint=path,
             ) from None
         if not isinstance(answer, dict) or "success" not in answer:
             raise MarketoConfigurationError(
-                f"{self.rest_url}{path} did not answer as Marketo does. Check sources.marketo.base_url.",
+                f"{self.url_of(path)} did not answer as Marketo does. Check sources.marketo.base_url.",
                 endpoint=path,
             )
         if not answer["success"]:

@@ -1,0 +1,140 @@
+"""The activities stream's history read through Bulk Activity Extract, against the sandbox.
+
+The source is configured through environment variables only (`SOURCES__MARKETO__BACKFILL=bulk`),
+as a scheduled pipeline would be. Each run must load exactly the sandbox's ground truth, whichever
+reading of a job's createdAt filter the sandbox plays (Marketo does not document it) and whichever
+order its paging tokens keep. Rows from export files carry no `id` (the files have none): the
+ground truth is compared without `id` for the activities dated before the hand-over point.
+"""
+
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+from marketo_source.bulk import reader
+from marketo_source.sandbox import BulkSpec, DataSpec, Limits, MarketoSandbox
+from marketo_source.sandbox.paging import TokenOrder
+from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS, RUN_REPORTS_TABLE
+from marketo_source.state import HistoryClaim
+
+from tests.destinations import table_rows
+from tests.expected import expected_keys, key_differences, table_of, utc
+from tests.helpers import (
+    assert_activities_match,
+    assert_deleted_leads_match,
+    assert_lead_changes_match,
+    loaded_keys,
+    recent_start_date,
+    source_for,
+)
+
+HISTORY_DAYS = 212
+"""About seven months: seven windows of 31 days."""
+FAST_JOBS = dict(queue_s=0.05, processing_s=0.1, status_interval_s=0.05)
+POLL_S = "0.05"
+
+
+@pytest.fixture
+def bulk_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """backfill=bulk and a short poll interval, as environment variables."""
+    monkeypatch.setenv("SOURCES__MARKETO__BACKFILL", "bulk")
+    monkeypatch.setenv("SOURCES__MARKETO__BULK_POLL_INTERVAL_S", POLL_S)
+    return monkeypatch
+
+
+def bulk_sandbox(token_order: TokenOrder = "commit", **bulk: Any) -> MarketoSandbox:
+    """Seven months of activities up to now, with jobs that complete in a fraction of a second."""
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=HISTORY_DAYS - 1)
+    data = DataSpec(seed=43, leads=60, activities=2500, days=HISTORY_DAYS - 1,
+                    start_date=start.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return MarketoSandbox(data=data, block_size=300, token_order=token_order, limits=Limits(calls_per_window=None),
+                          bulk=BulkSpec(**{**FAST_JOBS, **bulk}))
+
+
+def source(sandbox: MarketoSandbox, **settings: Any) -> Any:
+    return source_for(sandbox, start_date=recent_start_date(days=HISTORY_DAYS), **settings)
+
+
+def claim_of(pipeline: Any) -> HistoryClaim:
+    return HistoryClaim.from_json(pipeline.state["sources"]["marketo"]["resources"]["activities"]["history"]["all"])
+
+
+def without_bulk_ids(pipeline: Any, truth: Dict[str, Any], until: datetime) -> Dict[str, Any]:
+    """The ground truth as the tables hold it: no `id` for the activities read from export files.
+
+    A row without `id` must be one the files could carry (dated before the hand-over point). Which
+    rows near the hand-over REST paging read as well (with their `id`) is REST paging's business."""
+    names = {t["id"]: t["name"] for t in truth["activity_types"]}
+    tables = {table_of(names[r["activityTypeId"]]) for r in truth["activities"]
+              if r["activityTypeId"] not in DEDICATED_STREAM_TYPE_IDS}
+    from_files = {row["marketo_guid"] for table in tables for row in table_rows(pipeline, table) if row["id"] is None}
+    dated = {r["marketoGUID"]: utc(r["activityDate"]) for r in truth["activities"]}
+    assert all(dated[guid] < until for guid in from_files if guid in dated), "a row without id after the hand-over"
+
+    def loaded(record: Dict[str, Any]) -> Dict[str, Any]:
+        if record["marketoGUID"] not in from_files:
+            return record
+        return {key: value for key, value in record.items() if key != "id"}
+    return {**truth, "activities": [loaded(record) for record in truth["activities"]]}
+
+
+def assert_exact(pipeline: Any, sandbox: MarketoSandbox) -> None:
+    """Every table holds exactly the ground truth's rows, and no other table exists."""
+    truth = without_bulk_ids(pipeline, sandbox.ground_truth(), claim_of(pipeline).until)
+    differences = key_differences(loaded_keys(pipeline), expected_keys(truth))
+    assert not differences, f"tables differ from Marketo: {differences}"
+    assert assert_activities_match(pipeline, truth) > 0
+    assert_lead_changes_match(pipeline, truth)
+    assert_deleted_leads_match(pipeline, truth)
+
+
+def bulk_rows(pipeline: Any) -> List[Dict[str, Any]]:
+    return [row for row in table_rows(pipeline, RUN_REPORTS_TABLE) if row["stream"] == reader.REPORT_STREAM]
+
+
+def jobs_per_window(sandbox: MarketoSandbox) -> Counter[Tuple[int, int]]:
+    return Counter(tuple(job["filter"]["createdAt"]) for job in sandbox.bulk_jobs())
+
+
+def stream_history(truth: Dict[str, Any], until: datetime) -> Tuple[int, int]:
+    """Activities of the activities stream dated before `until`, and those dated from it on."""
+    records = [r for r in truth["activities"] if r["activityTypeId"] not in DEDICATED_STREAM_TYPE_IDS]
+    dates = [utc(r["activityDate"]) for r in records]
+    return sum(1 for d in dates if d < until), sum(1 for d in dates if d >= until)
+
+
+CREATED_AT = ("activity_date", "recorded")
+TOKEN_ORDERS: Tuple[TokenOrder, ...] = ("commit", "date")
+
+
+@pytest.mark.parametrize("created_at", CREATED_AT)
+@pytest.mark.parametrize("token_order", TOKEN_ORDERS)
+def test_seven_months_read_through_bulk_export_then_rest_paging_goes_on(
+    token_order: TokenOrder, created_at: str, bulk_env: Any, make_pipeline: Any
+) -> None:
+    with bulk_sandbox(token_order, created_at=created_at) as sandbox:
+        pipeline = make_pipeline()
+        pipeline.run(source(sandbox))
+        claim = claim_of(pipeline)
+        assert claim.done
+        assert claim.until - claim.start > timedelta(days=HISTORY_DAYS - 2)
+        assert_exact(pipeline, sandbox)
+
+        per_window = jobs_per_window(sandbox)
+        assert len(per_window) == 7 and max(per_window.values()) <= 2, per_window
+        assert all(job["status"] == "Completed" for job in sandbox.bulk_jobs())
+        # The export files carried what lies before the hand-over; REST paging read only what lies after.
+        before, after = stream_history(sandbox.ground_truth(), claim.until)
+        [bulk] = bulk_rows(pipeline)
+        assert bulk["records"] == before and bulk["bulk_jobs_created"] == len(sandbox.bulk_jobs())
+        activities_row = next(r for r in table_rows(pipeline, RUN_REPORTS_TABLE) if r["stream"] == "activities")
+        assert activities_row["records"] == before + after
+        assert bulk["bulk_bytes"] == sum(job["fileSize"] for job in sandbox.bulk_jobs())
+
+        sandbox.add_activities(new=40, late=40)
+        jobs_before = len(sandbox.bulk_jobs())
+        pipeline.run(source(sandbox))
+        assert_exact(pipeline, sandbox)
+        assert len(sandbox.bulk_jobs()) == jobs_before, "a claim once done creates no job"
