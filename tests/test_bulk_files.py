@@ -11,11 +11,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
+import dlt
 import pyarrow as pa
 import pytest
 import requests
 
-from marketo_source.bulk.csv_file import FileBlock, in_window, read_export
+from marketo_source.bulk.csv_file import FileBlock, count_records, in_window, read_export
 from marketo_source.bulk.download import ExportFile, download_export
 from marketo_source.client import MarketoClient
 from marketo_source.errors import MarketoBulkFileError, MarketoBulkFileGone
@@ -24,9 +25,9 @@ from marketo_source.sandbox.export_file import export_csv
 from marketo_source.sandbox.hostile import HOSTILE_VALUES
 from marketo_source.schema import parse_timestamp
 from marketo_source.settings import DELETE_LEAD_TYPE_ID
-from marketo_source.tables import UNKEYED_REASON, ActivityTables, split_unkeyed
+from marketo_source.tables import UNKEYED_REASON, ActivityTables, split_unkeyed, to_table
 
-from tests.helpers import FAST_CLIENT
+from tests.helpers import FAST_CLIENT, source_for, table_names, table_rows
 
 START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 DATA = DataSpec(seed=11, leads=60, activities=3000, days=20, start_date="2026-10-01T00:00:00Z", malformed=9, unkeyed=3)
@@ -45,8 +46,7 @@ def bulk_sandbox() -> Iterator[MarketoSandbox]:
 @pytest.fixture(scope="module")
 def exported(bulk_sandbox: MarketoSandbox) -> Tuple[Dict[str, Any], bytes]:
     """A completed job over the whole data (every type Bulk Extract takes), and its file as served."""
-    known = bulk_sandbox.ground_truth()["activity_types"]
-    type_ids = sorted(t["id"] for t in known if t["id"] != DELETE_LEAD_TYPE_ID)
+    type_ids = _exported_types(bulk_sandbox.ground_truth())
     return export(bulk_sandbox, START, START + timedelta(days=DATA.days + 1), type_ids)
 
 
@@ -138,6 +138,49 @@ def test_file_tables_equal_rest_tables(bulk_sandbox: MarketoSandbox, exported: T
     assert any(column.endswith("__v_text") for table in bulk.values() for column in table.column_names)
 
 
+def test_loaded_rows_equal_those_rest_paging_loads(
+    bulk_sandbox: MarketoSandbox, exported: Tuple[Dict[str, Any], bytes], make_pipeline: Any, tmp_path: Path
+) -> None:
+    """The file's tables, loaded by dlt as the activities stream's tables are, hold the rows the source's
+    REST paging loads (read over HTTP), column for column but `id` and dlt's own columns."""
+    _, file = exported
+    truth = bulk_sandbox.ground_truth()
+    path = tmp_path / "export.csv"
+    path.write_bytes(file)
+    rest = make_pipeline("rest")
+    rest.run(source_for(bulk_sandbox, activity_type_ids=_exported_types(truth)).with_resources("activities"))
+    bulk_tables, _ = file_tables(path, _known_types(truth))
+
+    @dlt.resource(name="activities", write_disposition="merge", primary_key="marketo_guid")
+    def from_file() -> Iterator[Any]:
+        for table_name, table in bulk_tables.items():
+            yield to_table(table, table_name)
+
+    bulk = make_pipeline("bulk")
+    bulk.run(from_file())
+    names = sorted(bulk_tables)
+    assert names == sorted(t for t in table_names(rest) if t.startswith("activity_") and t not in _CATALOGS)
+    for name in names:
+        rest_rows, bulk_rows = _loaded(rest, name), _loaded(bulk, name)
+        assert bulk_rows == rest_rows, name
+        assert all(row["id"] is None for row in table_rows(bulk, name))
+
+
+_CATALOGS = ("activity_types", "activity_type_attributes")
+
+
+def _exported_types(truth: Dict[str, Any]) -> List[int]:
+    return sorted(t["id"] for t in truth["activity_types"] if t["id"] != DELETE_LEAD_TYPE_ID)
+
+
+def _loaded(pipeline: dlt.Pipeline, table: str) -> Dict[str, Dict[str, Any]]:
+    """Rows by marketo_guid, without `id` and dlt's columns."""
+    return {
+        row["marketo_guid"]: {k: v for k, v in row.items() if k != "id" and not k.startswith("_dlt")}
+        for row in table_rows(pipeline, table)
+    }
+
+
 def test_window_keeps_rows_dated_in_it(bulk_sandbox: MarketoSandbox, exported: Tuple[Dict[str, Any], bytes],
                                        tmp_path: Path) -> None:
     _, file = exported
@@ -189,6 +232,22 @@ def test_unreadable_attributes_are_set_aside(tmp_path: Path) -> None:
         ("g-1", "attributes is not a JSON object"), ("g-2", "attributes is not a JSON object"),
     ]
     assert bulk["activity_type_1"].to_pydict()["webpage_id"] == ["7"]
+
+
+def test_a_file_without_rows_holds_no_tables(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(export_csv([]))
+    assert count_records(path) == 0
+    assert [block.tables for block in read_export(path, ActivityTables({}))] == []
+
+
+def test_a_file_without_the_default_columns_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "renamed.csv"
+    activity = {"marketoGUID": "g-1", "leadId": 1, "activityDate": "2026-10-01T00:00:00Z", "activityTypeId": 1,
+                "attributes": []}
+    path.write_bytes(export_csv([activity], header_names={"marketoGUID": "GUID"}))
+    with pytest.raises(MarketoBulkFileError, match=r"renamed\.csv cannot be read as an export file: .*marketoGUID"):
+        list(read_export(path, ActivityTables({})))
 
 
 def test_cut_download_resumes_to_the_exact_bytes(bulk_sandbox: MarketoSandbox,

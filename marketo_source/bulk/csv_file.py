@@ -30,6 +30,7 @@ from marketo_source.schema import (
     Rejects,
     TableLayout,
     TypedColumn,
+    cast_text,
     typed_column,
     typed_text_column,
 )
@@ -37,15 +38,18 @@ from marketo_source.tables import UNKEYED_REASON, ActivityTables
 
 ATTRIBUTES_FIELD = "attributes"
 EXPORT_FIELDS = (*(field for field, _ in BASE_COLUMNS.values() if field != "id"), ATTRIBUTES_FIELD)
-"""The columns of an activity export file (Marketo's defaults); `actionResult`, when asked for, is not read."""
+"""The columns read from an activity export file: Marketo's default fields under their own names (a job
+asks for them without `columnHeaderNames`); `actionResult`, when asked for, is not read."""
 NULL_TEXT = "null"
 BLOCK_BYTES = 1 << 20
 """Bytes Arrow's CSV reader parses at a time (1 MiB: it reads the next block while one is parsed)."""
-UNIT_ROWS = 65_536
+BLOCK_ROWS = 65_536
 """Rows taken into their tables at a time: memory holds this many rows of the file, whatever its size."""
 NOT_AN_OBJECT = f"{ATTRIBUTES_FIELD} is not a JSON object"
 _SCAN_ROWS = 8_192
 """Rows per chunk DuckDB scans, so that its threads share a query's rows."""
+_ROWS = "marketo_export_rows"
+"""The name DuckDB reads a block's rows by."""
 
 
 @dataclass
@@ -69,7 +73,7 @@ def read_export(
     tables: ActivityTables,
     start: Optional[datetime] = None,
     until: Optional[datetime] = None,
-    block_rows: int = UNIT_ROWS,
+    block_rows: int = BLOCK_ROWS,
     block_bytes: int = BLOCK_BYTES,
 ) -> Iterator[FileBlock]:
     """Reads a checked activity export file, block by block.
@@ -131,7 +135,6 @@ def _batches(path: Path, columns: Sequence[str], block_bytes: int) -> Iterator[p
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(
                 include_columns=list(columns),
-                include_missing_columns=True,
                 column_types=dict.fromkeys(columns, pa.string()),
                 null_values=[NULL_TEXT],
                 strings_can_be_null=True,
@@ -139,7 +142,7 @@ def _batches(path: Path, columns: Sequence[str], block_bytes: int) -> Iterator[p
             ),
         )
         yield from reader
-    except (pa.ArrowInvalid, OSError) as error:
+    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as error:
         raise MarketoBulkFileError(f"{path.name} cannot be read as an export file: {error}") from None
 
 
@@ -149,8 +152,8 @@ class _Block:
     def __init__(
         self, batches: List[pa.RecordBatch], tables: ActivityTables, connection: duckdb.DuckDBPyConnection
     ) -> None:
-        rows = pa.Table.from_batches(batches).combine_chunks()
-        self.fields: Dict[str, Any] = {name: rows[name].chunk(0) for name in rows.column_names}
+        rows = pa.Table.from_batches(batches)
+        self.fields: Dict[str, Any] = {name: rows[name].combine_chunks() for name in rows.column_names}
         self.rows = rows.num_rows
         self.tables = tables
         self.connection = connection
@@ -175,22 +178,33 @@ class _Block:
         except duckdb.Error:  # a row's attributes begin as a JSON object but are not one
             block.rejects += self._set_aside(self._not_objects(), NOT_AN_OBJECT)
             names = self._attribute_names()
-        type_ids = self.base["activity_type_id"][0]
-        order = pc.sort_indices(type_ids)  # stable: each table keeps the file's order
-        runs = pc.value_counts(type_ids.take(order))  # of sorted ids: in their order
-        begin = 0
-        counts: List[Any] = runs.field("counts").to_pylist()
-        for type_id, count in zip(runs.field("values").to_pylist(), counts, strict=True):
-            table_name, layout = self.tables.table_of(type_id)
-            rows = order[begin:begin + count]
-            block.tables[table_name] = _TypeRows(self, rows, layout).table(names.get(type_id, []))
-            begin += count
+        # DuckDB reads the attributes as they are, a type's rows at a time; the base columns put
+        # the rows of a type side by side (a stable sort keeps the file's order, as DuckDB's scan
+        # does), so that each table takes a slice of them.
+        self.connection.register(_ROWS, self._scan_table())
+        try:
+            self._take(pc.sort_indices(self.base["activity_type_id"][0]))
+            runs = pc.value_counts(self.base["activity_type_id"][0])  # of sorted ids: in their order
+            begin = 0
+            counts: List[Any] = runs.field("counts").to_pylist()
+            for type_id, count in zip(runs.field("values").to_pylist(), counts, strict=True):
+                table_name, layout = self.tables.table_of(type_id)
+                rows = _TypeRows(self, begin, count, type_id, layout)
+                block.tables[table_name] = rows.table(names.get(type_id, []))
+                begin += count
+        finally:
+            self.connection.unregister(_ROWS)
         return block
 
     def _keep(self, mask: Any) -> None:
         self.fields = {name: array.filter(mask) for name, array in self.fields.items()}
-        self.base = {column: _filtered(typed, mask) for column, typed in self.base.items()}
+        self.base = {column: (typed.filter(mask), _some(variants.filter(mask) if variants is not None else None))
+                     for column, (typed, variants) in self.base.items()}
         self.rows = len(self.base["activity_date"][0])
+
+    def _take(self, indices: Any) -> None:
+        self.base = {column: (typed.take(indices), variants.take(indices) if variants is not None else None)
+                     for column, (typed, variants) in self.base.items()}
 
     def _set_aside(self, mask: Any, reason: str) -> Rejects:
         if not pc.any(mask).as_py():
@@ -199,43 +213,51 @@ class _Block:
         self._keep(pc.invert(mask))
         return [(row, reason) for row in set_aside]
 
+    def _scan_table(self) -> pa.Table:
+        """The block's type ids (t), attributes (a) and row numbers (i), in chunks DuckDB's threads share."""
+        columns = {
+            "t": self.base["activity_type_id"][0], "a": self.fields[ATTRIBUTES_FIELD],
+            "i": pa.array(range(self.rows), pa.int64()),
+        }
+        return pa.Table.from_batches(pa.table(columns).to_batches(max_chunksize=_SCAN_ROWS))
+
     def _not_objects(self) -> Any:
         """Rows whose attributes are neither empty nor a JSON object."""
-        query = "SELECT coalesce(json_type(try_cast(a AS JSON)) <> 'OBJECT', a IS NOT NULL) AS bad FROM rows"
-        return self.query(query, {"a": self.fields[ATTRIBUTES_FIELD]})["bad"].combine_chunks()
+        query = f"SELECT coalesce(json_type(try_cast(a AS JSON)) <> 'OBJECT', a IS NOT NULL) AS bad FROM {_ROWS}"
+        return self._query(query)["bad"].combine_chunks()
 
     def _attribute_names(self) -> Dict[Any, List[str]]:
         """Per activity type id, the attribute names its rows carry, in the order met."""
-        found = self.query(
+        found = self._query(
             "SELECT t, k FROM (SELECT t, unnest(ks) AS k, i * 65536 + generate_subscripts(ks, 1) AS first "
-            "FROM (SELECT t, i, json_keys(a) AS ks FROM rows)) GROUP BY t, k ORDER BY min(first)",
-            {
-                "t": self.base["activity_type_id"][0], "a": self.fields[ATTRIBUTES_FIELD],
-                "i": pa.array(range(self.rows), pa.int64()),
-            },
+            f"FROM (SELECT t, i, json_keys(a) AS ks FROM {_ROWS})) GROUP BY t, k ORDER BY min(first)"
         )
         names: Dict[Any, List[str]] = {}
         for type_id, name in zip(found["t"].to_pylist(), found["k"].to_pylist(), strict=True):
             names.setdefault(type_id, []).append(str(name))
         return names
 
-    def query(self, sql: str, columns: Dict[str, Any]) -> pa.Table:
-        """DuckDB's answer to `sql` over `columns` (the table `rows`), which it reads in place."""
-        rows = pa.Table.from_batches(pa.table(columns).to_batches(max_chunksize=_SCAN_ROWS))
-        self.connection.register("rows", rows)
+    def _query(self, sql: str) -> pa.Table:
+        self.connection.register(_ROWS, self._scan_table())
         try:
-            answer: pa.Table = self.connection.sql(sql).to_arrow_table()
+            return self.sql(sql)
         finally:
-            self.connection.unregister("rows")
+            self.connection.unregister(_ROWS)
+
+    def sql(self, sql: str) -> pa.Table:
+        """DuckDB's answer to `sql`, an Arrow table."""
+        answer: pa.Table = self.connection.sql(sql).to_arrow_table()
         return answer
 
 
 class _TypeRows:
     """The rows of one activity type in a block, typed into its table's layout."""
 
-    def __init__(self, block: _Block, rows: Any, layout: TableLayout) -> None:
+    def __init__(self, block: _Block, begin: int, count: int, type_id: Optional[int], layout: TableLayout) -> None:
         self.block = block
-        self.rows = rows
+        self.begin = begin
+        self.count = count
+        self.type_id = type_id
         self.layout = layout
         self.columns: Dict[str, TypedColumn] = {}
 
@@ -251,14 +273,17 @@ class _TypeRows:
             return self.columns[column]
         if column in BASE_COLUMNS:
             typed, variants = self.block.base[column]
-            return typed.take(self.rows), _some(variants.take(self.rows) if variants is not None else None)
-        return typed_text_column(pa.nulls(len(self.rows), pa.string()), data_type)
+            return self._slice(typed), _some(self._slice(variants) if variants is not None else None)
+        return typed_text_column(pa.nulls(self.count, pa.string()), data_type)
+
+    def _slice(self, array: Any) -> Any:
+        return array.slice(self.begin, self.count)
 
     def _type_attributes(self, names: List[str], columns: List[str]) -> None:
         pointers = "[" + ", ".join(_sql_text(_pointer(name)) for name in names) + "]"
-        attributes = self.block.fields[ATTRIBUTES_FIELD].take(self.rows)
-        query = f"SELECT json_extract(a, {pointers}) AS v FROM rows"
-        values = self.block.query(query, {"a": attributes})["v"].combine_chunks()
+        of_type = "t IS NULL" if self.type_id is None else f"t = {int(self.type_id)}"
+        query = f"SELECT json_extract(a, {pointers}) AS v FROM {_ROWS} WHERE {of_type} ORDER BY i"
+        values = self.block.sql(query)["v"].combine_chunks()
         # Names that normalize to one column fill it together, the later name's value winning as in REST paging.
         for index in reversed(range(len(names))):
             data_type = self.layout.column_types[columns[index]]
@@ -270,34 +295,44 @@ class _JsonColumn:
     """One attribute's values as JSON text (`"a \\"b\\""`, `12`, `true`, `null`), typed as REST types them."""
 
     def __init__(self, json: Any) -> None:
-        self.json = pc.if_else(pc.equal(json, pa.scalar(NULL_TEXT)), pa.scalar(None, pa.string()), json)
-        self.first = pc.utf8_slice_codeunits(self.json, 0, 1)
-        self.strings = pc.equal(self.first, pa.scalar('"'))
+        self.json = json
+        self.first = pc.utf8_slice_codeunits(json, 0, 1)
+        self.kinds = {_KIND_OF_FIRST.get(first, "other") for first in pc.unique(self.first).to_pylist() if first}
+        if "null" in self.kinds:
+            self.json = pc.if_else(pc.equal(self.first, pa.scalar("n")), pa.scalar(None, pa.string()), json)
+            self.kinds.remove("null")
 
     def typed(self, data_type: str) -> TypedColumn:
-        """`typed_column` of the values: their text typed as a whole column where their kinds allow it,
-        else the values themselves, one by one (an object, a fraction where an integer is due, ...)."""
-        kinds = {_KIND_OF_FIRST.get(first, "other") for first in pc.unique(self.first).to_pylist() if first}
-        if "number" in kinds and data_type == "bigint":
-            numbers = pc.and_(pc.invert(self.strings), pc.match_substring_regex(self.json, "[.eE]"))
-            if pc.any(numbers).as_py():
-                kinds.add("fraction")
-        if kinds <= _PLAIN_KINDS[data_type]:
+        """`typed_column` of the values: their text typed as a whole column where their kinds allow it
+        and it parses, else the values themselves, one by one (an object, a fraction where an integer
+        is due, a number that does not fit, ...)."""
+        if self.kinds <= {"string"} or (data_type == "bool" and self.kinds <= {"string", "boolean"}):
+            # typed_column makes of these values what it makes of their text, value by value included.
             return typed_text_column(self._text(), data_type)
+        if self.kinds <= _PLAIN_KINDS[data_type]:
+            typed = cast_text(self._text(), data_type)
+            if typed is not None:
+                return typed, None
         return typed_column([None if value is None else orjson.loads(value) for value in self.json.to_pylist()],
                             data_type)
 
     def _text(self) -> Any:
         """Strings without their quotes and escapes; numbers and booleans as written."""
-        text = pc.if_else(self.strings, pc.utf8_slice_codeunits(self.json, 1, -1), self.json)
-        escaped = pc.and_(self.strings, pc.match_substring(self.json, "\\"))
+        if "string" not in self.kinds:
+            return self.json
+        text = pc.utf8_slice_codeunits(self.json, 1, -1)
+        if self.kinds != {"string"}:
+            text = pc.if_else(pc.equal(self.first, pa.scalar('"')), text, self.json)
+        escaped = pc.match_substring(text, "\\")
         if not pc.any(escaped).as_py():
             return text
         unescaped = [orjson.loads(value) for value in self.json.filter(escaped).to_pylist()]
         return pc.replace_with_mask(text, escaped, pa.array(unescaped, pa.string()))
 
 
-_KIND_OF_FIRST = {'"': "string", "t": "boolean", "f": "boolean", **dict.fromkeys("-0123456789", "number")}
+_KIND_OF_FIRST = {
+    '"': "string", "t": "boolean", "f": "boolean", "n": "null", **dict.fromkeys("-0123456789", "number"),
+}
 _PLAIN_KINDS: Dict[str, FrozenSet[str]] = {
     "text": frozenset({"string"}),
     "bigint": frozenset({"string", "number"}),
@@ -306,8 +341,9 @@ _PLAIN_KINDS: Dict[str, FrozenSet[str]] = {
     "date": frozenset({"string"}),
     "timestamp": frozenset({"string"}),
 }
-"""Kinds of JSON values whose text, typed as a whole column, is what `typed_column` makes of the
-values themselves: Arrow's first step takes such values as they are, and its second casts that text."""
+"""Kinds of JSON values whose text, when it casts as a whole column, gives what `typed_column` makes
+of the values themselves: Arrow's first step takes such values as they are, its second casts their
+text (a fraction where an integer is due does not cast, and goes value by value as in REST paging)."""
 
 
 def _coalesced(later: Optional[TypedColumn], earlier: TypedColumn) -> TypedColumn:
@@ -315,10 +351,6 @@ def _coalesced(later: Optional[TypedColumn], earlier: TypedColumn) -> TypedColum
         return earlier
     variants = [v for v in (later[1], earlier[1]) if v is not None]
     return pc.coalesce(later[0], earlier[0]), (pc.coalesce(*variants) if variants else None)
-
-
-def _filtered(typed: TypedColumn, mask: Any) -> TypedColumn:
-    return typed[0].filter(mask), _some(typed[1].filter(mask) if typed[1] is not None else None)
 
 
 def _some(variants: Optional[Any]) -> Optional[Any]:

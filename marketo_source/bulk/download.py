@@ -119,7 +119,9 @@ def _fetch(client: MarketoClient, path: str, export: ExportFile, part: Path) -> 
         have = 0
     if have == export.size:
         return True
-    response = client.get_file(path, {"Range": f"bytes={have}-"} if have else {})
+    # Byte ranges and fileSize count the file's own bytes, not those of a compressed transfer.
+    headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
+    response = client.get_file(path, headers)
     with response:
         if response.status_code == 416:
             return True  # nothing past `have` on the server: the check tells whether the file is whole
