@@ -7,14 +7,16 @@ order its paging tokens keep. Rows from export files carry no `id` (the files ha
 ground truth is compared without `id` for the activities dated before the hand-over point.
 """
 
+import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Set, Tuple
 
 import pytest
+from dlt.pipeline.exceptions import PipelineStepFailed
 
 from marketo_source.bulk import reader
-from marketo_source.sandbox import BulkSpec, DataSpec, Limits, MarketoSandbox
+from marketo_source.sandbox import BulkSpec, DataSpec, Fault, Limits, MarketoSandbox
 from marketo_source.sandbox.paging import TokenOrder
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS, RUN_REPORTS_TABLE
 from marketo_source.state import HistoryClaim
@@ -24,7 +26,9 @@ from tests.expected import expected_keys, key_differences, table_of, utc
 from tests.helpers import (
     assert_activities_match,
     assert_deleted_leads_match,
+    assert_every_table_matches,
     assert_lead_changes_match,
+    assert_nothing_lost_or_invented,
     loaded_keys,
     recent_start_date,
     source_for,
@@ -138,3 +142,115 @@ def test_seven_months_read_through_bulk_export_then_rest_paging_goes_on(
         pipeline.run(source(sandbox))
         assert_exact(pipeline, sandbox)
         assert len(sandbox.bulk_jobs()) == jobs_before, "a claim once done creates no job"
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    """Polls the sandbox until `condition()` holds; fails the test when it never does."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.02)
+
+
+def stream_guids_from(truth: Dict[str, Any], since: datetime) -> Set[str]:
+    return {r["marketoGUID"] for r in truth["activities"]
+            if r["activityTypeId"] not in DEDICATED_STREAM_TYPE_IDS and utc(r["activityDate"]) >= since}
+
+
+def loaded_guids(pipeline: Any) -> Set[str]:
+    return {key[0] for keys in loaded_keys(pipeline).values() for key in keys if isinstance(key[0], str)}
+
+
+def test_a_run_that_ends_while_jobs_are_in_flight_leaves_them_to_the_next_run(
+    bulk_env: Any, make_pipeline: Any
+) -> None:
+    with bulk_sandbox(processing_s=3.0) as sandbox:
+        pipeline = make_pipeline()
+        pipeline.run(source(sandbox, max_seconds_per_run=1))
+        claim = claim_of(pipeline)
+        assert not claim.done
+        in_flight = [job for job in claim.progress["jobs"] if job["stage"] in ("queued", "processing")]
+        assert in_flight, claim.progress
+        [first] = bulk_rows(pipeline)
+        assert first["stopped"] == "budget" and first["bulk_jobs_created"] >= 1
+
+        pipeline.run(source(sandbox))
+        assert claim_of(pipeline).done
+        assert_exact(pipeline, sandbox)
+        second = bulk_rows(pipeline)[-1]
+        assert second["bulk_jobs_adopted"] == len(in_flight) and second["stopped"] is None
+        # The job of each window delivered: none was exported twice.
+        assert max(jobs_per_window(sandbox).values()) == 1 and len(jobs_per_window(sandbox)) == 7
+
+
+def test_when_the_export_quota_runs_out_the_backfill_goes_on_the_next_day(
+    bulk_env: Any, make_pipeline: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A queue of two: the jobs planned wait to be enqueued, and the quota is used up by then.
+    with bulk_sandbox(daily_export_bytes=100_000, max_queued=2) as sandbox:
+        pipeline = make_pipeline()
+        pipeline.run(source(sandbox))  # ends without an error: the REST side is loaded
+        claim = claim_of(pipeline)
+        assert not claim.done
+        assert "Marketo's daily export quota is used up (1029 Export daily quota exceeded)" in caplog.text
+        [first] = bulk_rows(pipeline)
+        assert first["stopped"] == "quota" and "midnight US Central" in first["warnings"]
+        truth = sandbox.ground_truth()
+        assert stream_guids_from(truth, claim.until) <= loaded_guids(pipeline), "REST paging went on"
+        assert_nothing_lost_or_invented({}, loaded_keys(pipeline), truth)
+
+        days = 0
+        while not claim_of(pipeline).done:
+            days += 1
+            assert days < 10, "the backfill does not progress"
+            sandbox.bulk_new_day()
+            # The next day, on the reader's clock (Marketo's quota day follows the wall clock).
+            monkeypatch.setattr(reader, "_now", lambda ahead=timedelta(days=days): datetime.now(timezone.utc) + ahead)
+            pipeline.run(source(sandbox))
+        assert days > 1, "the quota was meant to spread the backfill over days"
+        assert_exact(pipeline, sandbox)
+        assert max(jobs_per_window(sandbox).values()) <= 2
+
+
+def test_cut_downloads_failed_jobs_and_expired_files_are_survived(bulk_env: Any, make_pipeline: Any) -> None:
+    faults = [Fault("cut", probability=1.0, cut_bytes=700, endpoint="bulk_file", times=3)]
+    with bulk_sandbox(processing_s=3.0, fail_jobs=(2,)) as sandbox:
+        sandbox.set_faults(faults)
+        pipeline = make_pipeline()
+        pipeline.run(source(sandbox, max_seconds_per_run=1))
+        in_flight = {job["export_id"] for job in claim_of(pipeline).progress["jobs"] if "export_id" in job}
+        assert in_flight
+        # Marketo finishes the jobs between runs; their files are gone by the next run.
+        wait_until(lambda: all(job["status"] in ("Completed", "Failed") for job in sandbox.bulk_jobs()))
+        for job in sandbox.bulk_jobs():
+            if job["exportId"] in in_flight and job["status"] == "Completed":
+                sandbox.expire_bulk_file(job["exportId"])
+
+        pipeline.run(source(sandbox))
+        assert claim_of(pipeline).done
+        assert_exact(pipeline, sandbox)
+        jobs = sandbox.bulk_jobs()
+        assert any(job["status"] == "Failed" for job in jobs) and any(job["fileExpired"] for job in jobs)
+        assert sandbox.stats()["faults_injected"].get("cut") == 3
+        assert bulk_rows(pipeline)[-1]["bulk_jobs_recreated"] >= 2
+
+
+def test_auto_falls_back_to_rest_paging_when_marketo_refuses_bulk_export(
+    bulk_env: Any, make_pipeline: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    bulk_env.setenv("SOURCES__MARKETO__BACKFILL", "auto")
+    with bulk_sandbox() as sandbox:
+        sandbox.set_faults([Fault("603", probability=1.0, endpoint="bulk_jobs")])
+        pipeline = make_pipeline()
+        pipeline.run(source(sandbox))
+        assert "Marketo refused Bulk Activity Extract" in caplog.text
+        assert "history" not in pipeline.state["sources"]["marketo"]["resources"]["activities"]
+        assert not sandbox.bulk_jobs() and not bulk_rows(pipeline)
+        assert_every_table_matches(pipeline, sandbox)
+
+
+def test_bulk_refused_by_marketo_is_a_configuration_error(bulk_env: Any, make_pipeline: Any) -> None:
+    with bulk_sandbox() as sandbox:
+        sandbox.set_faults([Fault("603", probability=1.0, endpoint="bulk_jobs")])
+        with pytest.raises(PipelineStepFailed, match=r"backfill: Marketo refused Bulk Activity Extract .*603.*; give"):
+            make_pipeline().run(source(sandbox))
