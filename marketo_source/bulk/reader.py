@@ -69,6 +69,8 @@ UNKNOWN_JOB = "1003"
 MAX_FILE_ATTEMPTS = 3
 """Downloads of one file that did not match its job before the job is created again."""
 _LIST_BATCH = 300
+_LASTING = (MarketoQuotaExceeded, MarketoDailyLimitReached, MarketoTransientError)
+"""Failures that end the bulk side for the run, as they end a stream's paging."""
 _DELIVERING = WAITING | {Stage.COMPLETED}
 """Stages of a job that delivers a file without another export call."""
 
@@ -110,6 +112,13 @@ class _Stop(Exception):
     def __init__(self, reason: StopReason) -> None:
         super().__init__(reason.message)
         self.reason = reason
+
+    @classmethod
+    def of(cls, error: MarketoError) -> "_Stop":
+        """The stop a lasting failure or the daily call quota calls for (see `budget.stop_reason_for`)."""
+        reason = stop_reason_for(error)
+        assert reason is not None
+        return cls(reason)
 
 
 class BulkHistoryReader:
@@ -250,13 +259,10 @@ class BulkHistoryReader:
             else:
                 yield None
 
-    def _saved(self, progress: Progress, batch: Optional[HistoryBatch] = None) -> HistoryBatch:
-        """A batch that saves `progress` in the claim (with the rows of `batch`, if given)."""
+    def _saved(self, progress: Progress) -> HistoryBatch:
+        """A batch without rows that saves `progress` in the claim."""
         self._last_saved = progress.to_json()
-        if batch is None:
-            return HistoryBatch([], progress=self._last_saved, done=progress.done)
-        batch.progress, batch.done = self._last_saved, progress.done
-        return batch
+        return HistoryBatch([], progress=self._last_saved, done=progress.done)
 
     def _adopted(self, progress: Progress, now: datetime, report: BulkReport) -> Progress:
         """The jobs an earlier run created, as Marketo shows them now."""
@@ -353,8 +359,11 @@ class BulkHistoryReader:
         assert job.export_id is not None
         export = ExportFile.of_status({"exportId": job.export_id, "fileSize": job.file_size,
                                        "fileChecksum": job.file_checksum, "numberOfRecords": job.records})
+        self._check_budget()
         try:
             path = download_export(self.client, export, work_dir / f"{job.export_id}.csv")
+        except _LASTING as error:
+            raise _Stop.of(error) from None
         except MarketoBulkFileGone:
             return self._recreated(progress, job.lost(), job.export_id)
         except MarketoBulkFileError as error:
@@ -400,10 +409,8 @@ class BulkHistoryReader:
         self._check_budget()
         try:
             answer = self.client.get(path, body) if method == "GET" else self.client.post(path, body or {})
-        except (MarketoQuotaExceeded, MarketoDailyLimitReached, MarketoTransientError) as error:
-            reason = stop_reason_for(error)
-            assert reason is not None
-            raise _Stop(reason) from None
+        except _LASTING as error:
+            raise _Stop.of(error) from None
         if path == JOBS_PATH:
             return answer
         result: Dict[str, Any] = (answer.get("result") or [{}])[0]
