@@ -10,6 +10,7 @@ ground truth is compared without `id` for the activities dated before the hand-o
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Set, Tuple
 
 import pytest
@@ -21,6 +22,7 @@ from marketo_source.sandbox.paging import TokenOrder
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS, RUN_REPORTS_TABLE
 from marketo_source.state import HistoryClaim
 
+from tests.crash_child import pipeline_for
 from tests.destinations import table_rows
 from tests.expected import expected_keys, key_differences, table_of, utc
 from tests.helpers import (
@@ -33,6 +35,7 @@ from tests.helpers import (
     recent_start_date,
     source_for,
 )
+from tests.test_crash_safety import DUCKDB_FILE, Child
 
 HISTORY_DAYS = 212
 """About seven months: seven windows of 31 days."""
@@ -254,3 +257,20 @@ def test_bulk_refused_by_marketo_is_a_configuration_error(bulk_env: Any, make_pi
         sandbox.set_faults([Fault("603", probability=1.0, endpoint="bulk_jobs")])
         with pytest.raises(PipelineStepFailed, match=r"backfill: Marketo refused Bulk Activity Extract .*603.*; give"):
             make_pipeline().run(source(sandbox))
+
+
+def test_a_run_killed_while_jobs_are_in_flight_is_followed_by_an_exact_run(tmp_path: Path) -> None:
+    """A killed run saves no state, so the ids of the jobs it created are lost with it: the next
+    run exports their windows again (those jobs still complete at Marketo) and ends exact."""
+    with bulk_sandbox(processing_s=3.0) as sandbox:
+        start = recent_start_date(days=HISTORY_DAYS)
+        settings = {"BACKFILL": "bulk", "BULK_POLL_INTERVAL_S": POLL_S}
+        killed = Child(sandbox, start, tmp_path, 1, settings=settings)
+        wait_until(lambda: any(job["status"] in ("Queued", "Processing") for job in sandbox.bulk_jobs()))
+        assert killed.kill() == "extract"
+        Child(sandbox, start, tmp_path, 2, settings=settings).finish()
+        pipeline = pipeline_for(str(tmp_path / "pipelines"), str(tmp_path / DUCKDB_FILE))
+        assert claim_of(pipeline).done
+        assert_exact(pipeline, sandbox)
+        per_window = jobs_per_window(sandbox)
+        assert len(per_window) == 7 and max(per_window.values()) <= 2, per_window
