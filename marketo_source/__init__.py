@@ -53,7 +53,7 @@ from marketo_source.errors import (
 from marketo_source.history import HistoryReader
 from marketo_source.options import parse_read_options, parse_time_slices
 from marketo_source.paging import PagingTokens
-from marketo_source.run_report import RunProgress, StreamReport
+from marketo_source.run_report import RateLimitNotices, RunProgress, StreamReport
 from marketo_source.scheduler import PageScheduler
 
 logger = logging.getLogger("marketo_source")
@@ -70,7 +70,8 @@ def marketo_resources(config: MarketoSourceConfiguration, history: Optional[Hist
     """
     options = parse_read_options(config)
     daily = daily_usage(config.daily_call_limit)
-    client = MarketoClient.connect(config, gate=daily)
+    notices = RateLimitNotices()
+    client = MarketoClient.connect(config, gate=daily, waits=notices)
     budget = RunBudget(config.max_calls_per_run, config.max_pages_per_run, config.max_seconds_per_run, daily=daily)
     scheduler = PageScheduler(
         client,
@@ -91,7 +92,8 @@ def marketo_resources(config: MarketoSourceConfiguration, history: Optional[Hist
             budget, reports,
         )
     run = resources.MarketoRun(
-        client, catalog, options, scheduler, budget, RunProgress(client, budget), history=history, reports=reports
+        client, catalog, options, scheduler, budget, RunProgress(client, budget, notices), history=history,
+        reports=reports,
     )
 
     def resource(read: Callable[[resources.MarketoRun], Iterator[TDataItem]], **hints: Any) -> DltResource:

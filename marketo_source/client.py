@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter, deque
 from contextlib import contextmanager
-from typing import Any, Callable, Deque, Dict, Iterator, Mapping, Optional, Protocol, TypeVar
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Protocol, Set, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import orjson
@@ -61,11 +61,7 @@ def normalize_base_url(base_url: str) -> str:
     """
     parts = urlsplit(base_url.strip()) if isinstance(base_url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-        raise MarketoConfigurationError.of(
-            "base_url", f"{base_url!r} is not an http(s) URL",
-            "give your instance's REST endpoint, e.g. https://123-ABC-456.mktorest.com (Admin > Integration > "
-            "Web Services)",
-        )
+        raise MarketoConfigurationError.of("base_url", f"{base_url!r} is not an http(s) URL", _BASE_URL_ADVICE)
     path = parts.path.rstrip("/")
     for suffix in (settings.REST_PREFIX, "/identity"):
         if path.endswith(suffix):
@@ -73,11 +69,20 @@ def normalize_base_url(base_url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
+_BASE_URL_ADVICE = (
+    "give your instance's REST endpoint, e.g. https://123-ABC-456.mktorest.com (Admin > Integration > Web Services)"
+)
+_CREDENTIALS = "client_id/client_secret"
+"""The credentials' settings, named together: Marketo's refusal does not tell which one is wrong."""
+
+
 @configspec
 class MarketoAuth(OAuth2ClientCredentials):
     """dlt's client-credentials flow, made thread safe, renewed before expiry and on 601/602."""
 
     refresh_margin_s: int = settings.TOKEN_REFRESH_MARGIN_S
+    settings_section: str = MarketoConnection.SECTION
+    """Where the instance and credentials were set (`sources.marketo`, ...): errors name it."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -102,35 +107,38 @@ class MarketoAuth(OAuth2ClientCredentials):
                 self.access_token = None
 
     def obtain_token(self) -> None:
+        """Asks the identity service for a token; a refusal or an answer that is not Marketo's
+        raises an error naming the setting to fix, in the section it came from."""
+        base_url = f"{self.settings_section}.base_url"
         try:
             super().obtain_token()
         except requests.HTTPError as error:
             status = error.response.status_code if error.response is not None else None
             if status == 401:
-                raise MarketoAuthError(
-                    "Marketo refused the client id and secret (HTTP 401). Check "
-                    "sources.marketo.client_id and client_secret (Admin > Integration > "
-                    "LaunchPoint > View Details)."
+                raise MarketoAuthError.of(
+                    f"{self.settings_section}.{_CREDENTIALS}", "Marketo refused them (HTTP 401)",
+                    "give the client id and secret of the API user's LaunchPoint service (Admin > Integration > "
+                    "LaunchPoint > View Details)", code="401",
                 ) from None
-            raise MarketoConfigurationError(
-                f"The identity service at {self.access_token_url} answered HTTP {status}. "
-                "Check sources.marketo.base_url: it should be your instance's REST endpoint, "
-                "e.g. https://123-ABC-456.mktorest.com."
+            raise MarketoConfigurationError.of(
+                base_url, f"{self.access_token_url} answered HTTP {status}, not an access token", _BASE_URL_ADVICE,
+                code=str(status),
             ) from None
-        except requests.ConnectionError:
-            raise MarketoConfigurationError(
-                f"Could not reach {self.access_token_url}. Check sources.marketo.base_url and "
-                "that this machine can reach your Marketo instance."
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise MarketoConfigurationError.of(
+                base_url, f"cannot reach {self.access_token_url.removesuffix(settings.IDENTITY_PATH)} "
+                f"({_network_reason(error)})", "check the host, and that this machine can reach it: it should be "
+                "your instance's REST endpoint, e.g. https://123-ABC-456.mktorest.com (Admin > Integration > Web "
+                "Services)",
             ) from None
         except ValueError:
-            raise MarketoConfigurationError(
-                f"{self.access_token_url} did not answer as Marketo's identity service does. "
-                "Check sources.marketo.base_url."
+            raise MarketoConfigurationError.of(
+                base_url, f"{self.access_token_url} did not answer as Marketo's identity service does",
+                _BASE_URL_ADVICE,
             ) from None
         if not self.access_token or self.access_token == "None":
-            raise MarketoConfigurationError(
-                f"{self.access_token_url} answered without an access token. "
-                "Check sources.marketo.base_url."
+            raise MarketoConfigurationError.of(
+                base_url, f"{self.access_token_url} answered without an access token", _BASE_URL_ADVICE
             )
         self._refresh_at = self._refresh_time()
 
@@ -143,8 +151,36 @@ class MarketoAuth(OAuth2ClientCredentials):
         return self.token_expiry
 
 
+def _network_reason(error: requests.RequestException) -> str:
+    """What the network answered, e.g. "connection refused": the OS error that requests and
+    urllib3 wrap, else "timed out" or the error's type."""
+    pending: List[BaseException] = [error]
+    seen: Set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror.lower()
+        linked = (getattr(current, "reason", None), current.__cause__, current.__context__, *current.args)
+        pending.extend(link for link in linked if isinstance(link, BaseException))
+    return "timed out" if isinstance(error, requests.Timeout) else type(error).__name__
+
+
 _ANSWER_TIME_WEIGHT = 0.05
 """Weight of the newest call in `answer_s`: about the last 20 calls count."""
+
+
+class RateLimitWaits(Protocol):
+    """Told when a call waits for the rate limit, so that a run can say why its calls stand still."""
+
+    def waiting(self, seconds: float, calls: int, period_s: float) -> None:
+        """A call waits `seconds` for a place in the window of `calls` per `period_s`.
+
+        Called before every wait whose length the clock alone decides, by each waiting thread and
+        again after each wake-up, with the limiter's lock held: it must return at once.
+        """
 
 
 class CallLimiter:
@@ -162,11 +198,15 @@ class CallLimiter:
 
     When calls wait, urgent calls (those of the chain of pages a run waits for) take the places
     that free up before the others, though not from a call that has waited a whole window.
+    `waits`, when given, is told of each wait (see `RateLimitWaits`).
     """
 
-    def __init__(self, calls: int, period_s: float, max_concurrency: int) -> None:
+    def __init__(
+        self, calls: int, period_s: float, max_concurrency: int, waits: Optional[RateLimitWaits] = None
+    ) -> None:
         self.calls = calls
         self.period_s = period_s
+        self._waits = waits
         self._in_flight = threading.BoundedSemaphore(max_concurrency)
         self._ended: Deque[float] = deque()
         self._started = 0
@@ -210,7 +250,10 @@ class CallLimiter:
                         return
                     if urgent and not waiting:
                         self._urgent_waiting, waiting = self._urgent_waiting + 1, True
-                    self._changed.wait(self._wait_s(free, now))
+                    wait_s = self._wait_s(free, now)
+                    if wait_s is not None and self._waits is not None:
+                        self._waits.waiting(wait_s, self.calls, self.period_s)
+                    self._changed.wait(wait_s)
             finally:
                 if waiting:  # left by an exception (an interrupt in the wait)
                     self._urgent_waiting -= 1
@@ -275,17 +318,29 @@ class MarketoClient:
         client_secret: The LaunchPoint service's client secret.
         gate: Asked before every attempt, retries included, whether the call may be made; it
             raises to refuse it (the daily call limit, `budget.DailyUsage`).
+        waits: Told when a call waits for the rate limit (`run_report.RateLimitNotices` logs it).
+        section: Where the instance and credentials were set, e.g. `destination.marketo_custom_activities`:
+            errors about them name the setting there.
         **options: Any other setting of `config.MarketoConnection` (limits, timeouts, retries),
             e.g. `rate_limit_calls=50`; what is not given keeps its default.
     """
 
     def __init__(
-        self, base_url: str, client_id: str, client_secret: str, *, gate: Optional["CallGate"] = None, **options: Any
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        gate: Optional["CallGate"] = None,
+        waits: Optional[RateLimitWaits] = None,
+        section: str = MarketoConnection.SECTION,
+        **options: Any,
     ) -> None:
         connection = MarketoConnection(base_url=base_url, client_id=client_id, client_secret=client_secret, **options)
         connection.checked()
         self.base_url = normalize_base_url(base_url)
         self.rest_url = self.base_url + settings.REST_PREFIX
+        self.section = section
         self.read_timeout_s = connection.read_timeout_s
         self.paging_token_timeout_s = connection.paging_token_timeout_s
         self.write_timeout_s = connection.write_timeout_s
@@ -293,7 +348,7 @@ class MarketoClient:
         self.backoff_base_s = connection.backoff_base_s
         self.backoff_max_s = connection.backoff_max_s
         self.limiter = CallLimiter(
-            connection.rate_limit_calls, connection.rate_limit_period_s, connection.max_concurrency
+            connection.rate_limit_calls, connection.rate_limit_period_s, connection.max_concurrency, waits
         )
         self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connection.max_concurrency + 2)
         self._local = threading.local()
@@ -302,6 +357,7 @@ class MarketoClient:
             client_id=client_id,
             client_secret=client_secret,
             session=self._session(),
+            settings_section=section,
         )
         self._counts_lock = threading.Lock()
         self.calls: Counter[str] = Counter()
@@ -314,13 +370,15 @@ class MarketoClient:
         self._gate = gate
 
     @classmethod
-    def connect(cls, connection: MarketoConnection, gate: Optional["CallGate"] = None) -> "MarketoClient":
+    def connect(
+        cls, connection: MarketoConnection, gate: Optional["CallGate"] = None, waits: Optional[RateLimitWaits] = None
+    ) -> "MarketoClient":
         """A client for a resolved configuration (the source's, the destination's, or a connection);
         a setting that is missing or unusable is named where that configuration is read from."""
         connection.checked()
         return cls(
             connection.base_url or "", connection.client_id or "", connection.client_secret or "", gate=gate,
-            **connection.client_options(),
+            waits=waits, section=connection.SECTION, **connection.client_options(),
         )
 
     def get(
@@ -391,9 +449,9 @@ class MarketoClient:
                 self.auth.invalidate(token)
                 auth_replays += 1
                 if auth_replays > settings.MAX_AUTH_REPLAYS:
-                    raise MarketoAuthError(
-                        f"Marketo kept refusing new access tokens on {path}. Check that the API "
-                        "user's LaunchPoint service is active.",
+                    raise MarketoAuthError.of(
+                        f"{self.section}.{_CREDENTIALS}", f"Marketo kept refusing new access tokens on {path}",
+                        "check that the API user's LaunchPoint service is active (Admin > Integration > LaunchPoint)",
                         endpoint=path,
                     ) from None
             except _Retry as failure:
@@ -442,29 +500,24 @@ class MarketoClient:
         if response.status_code == 429 or response.status_code >= 500:
             raise _Retry(f"HTTP {response.status_code}", str(response.status_code))
         if response.status_code != 200:
-            raise MarketoConfigurationError(
-                f"{self.url_of(path)} answered HTTP {response.status_code}. Check "
-                "sources.marketo.base_url: it should be your instance's REST endpoint.",
-                code=str(response.status_code),
-                endpoint=path,
-            )
+            raise self._not_marketo(path, f"answered HTTP {response.status_code}", code=str(response.status_code))
         try:
             answer = orjson.loads(response.content)
         except ValueError:
             if response.text.lstrip().startswith("{"):
                 raise _Retry("truncated JSON") from None
-            raise MarketoConfigurationError(
-                f"{self.url_of(path)} did not answer JSON. Check sources.marketo.base_url.",
-                endpoint=path,
-            ) from None
+            raise self._not_marketo(path, "did not answer JSON") from None
         if not isinstance(answer, dict) or "success" not in answer:
-            raise MarketoConfigurationError(
-                f"{self.url_of(path)} did not answer as Marketo does. Check sources.marketo.base_url.",
-                endpoint=path,
-            )
+            raise self._not_marketo(path, "did not answer as Marketo does")
         if not answer["success"]:
             _raise_for_errors(answer.get("errors") or [], path)
         return answer
+
+    def _not_marketo(self, path: str, problem: str, code: Optional[str] = None) -> MarketoConfigurationError:
+        """The error of an answer no Marketo REST endpoint gives: the base URL names something else."""
+        return MarketoConfigurationError.of(
+            f"{self.section}.base_url", f"{self.url_of(path)} {problem}", _BASE_URL_ADVICE, code=code, endpoint=path
+        )
 
     def _session(self) -> Session:
         # requests sessions are not safe to share across threads; the connection pool is.

@@ -1,6 +1,6 @@
 """Errors the source raises. Catch `MarketoError` for all of them."""
 
-from typing import Any, Optional, Set, get_args
+from typing import Any, Optional, Self, Set, get_args
 
 from dlt.common.configuration.exceptions import ConfigFieldMissingException, ConfigValueCannotBeCoercedException
 
@@ -11,35 +11,32 @@ class MarketoError(Exception):
     Attributes:
         code: Marketo's error code (a string such as "1003") or None for errors found on our side.
         endpoint: The API path that answered, when there was a call.
-    """
-
-    def __init__(self, message: str, code: Optional[str] = None, endpoint: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.endpoint = endpoint
-
-
-class MarketoConfigurationError(MarketoError, ValueError):
-    """A setting is missing or wrong; the message names it and says what to do.
-
-    Attributes:
         setting: The setting at fault, when one is: its message reads `<setting>: <what is wrong>;
             <what to do>`.
     """
 
     def __init__(self, message: str, code: Optional[str] = None, endpoint: Optional[str] = None,
                  setting: Optional[str] = None) -> None:
-        super().__init__(message, code, endpoint)
+        super().__init__(message)
+        self.code = code
+        self.endpoint = endpoint
         self.setting = setting
 
     @classmethod
-    def of(cls, setting: str, problem: str, advice: str) -> "MarketoConfigurationError":
+    def of(cls, setting: str, problem: str, advice: str, code: Optional[str] = None,
+           endpoint: Optional[str] = None) -> Self:
         """The error of a setting: `<setting>: <problem>; <advice>`, one line."""
-        return cls(f"{setting}: {problem}; {advice}", setting=setting)
+        return cls(f"{setting}: {problem}; {advice}", code, endpoint, setting)
+
+
+class MarketoConfigurationError(MarketoError, ValueError):
+    """A setting is missing or wrong (or the instance it names cannot be reached or is not
+    Marketo); the message names it and says what to do."""
 
 
 class MarketoAuthError(MarketoError):
-    """Marketo refused the client id and secret, or kept refusing new tokens."""
+    """Marketo refused the client id and secret, or kept refusing new tokens; `setting` names the
+    credentials' settings in the section they came from."""
 
 
 class MarketoAccessDenied(MarketoError):

@@ -254,15 +254,17 @@ class _Stream:
         run.refresh_daily_usage()
         stream_pages = run.scheduler.pages(self.chains, self.state)
         # Handing control back to dlt after each page lets it start and drain the other streams,
-        # so that their calls run alongside this one's.
-        yield []
+        # so that their calls run alongside this one's. It is handed back with None, which dlt
+        # skips: an empty list would be written to a table named after the resource, whose
+        # counter in dlt's progress would stand at 0 beside the rows of the stream's real tables.
+        yield None
         histories = [self._history(scope, claim) for scope, claim in self.claims.items()]
         paged: List[bool] = []
         for item in _alternate([_then_mark(stream_pages, paged), *histories]):
             if item is None:
                 if paged:  # only other readers are left, waiting on Marketo: not a busy loop
                     time.sleep(_IDLE_S)
-                yield []
+                yield None
                 continue
             records_before = report.records
             records = self._account(report, item)
@@ -278,7 +280,7 @@ class _Stream:
                 for table_name, table in item.tables.items():
                     yield to_table(table, table_name)
                 yield from _set_aside(report, list(item.rejects))
-            yield []
+            yield None
         for table_name, rows in buffer.drain():
             yield from _rows(report, table_name, rows)
         report.time_slices = stream_pages.slices_opened
@@ -360,9 +362,9 @@ def run_reports(run: MarketoRun) -> Iterator[TDataItem]:
     `drop` of its resource) keeps every stream's history of runs. dlt goes round every resource
     before it comes back to this one, so after its first item every stream of the run has begun.
     """
-    yield []
+    yield None
     while run.open_streams:
-        yield []
+        yield None
     if run.gaps:
         yield to_table(run.gaps, settings.RETENTION_GAPS_TABLE)
     if run.reports:

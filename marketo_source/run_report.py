@@ -6,6 +6,9 @@ state, which the example pipeline prints as its summary.
 """
 
 import logging
+import math
+import threading
+import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Callable, Dict, List, Optional, Sequence, get_args
@@ -33,15 +36,72 @@ REPORT_COLUMNS: Dict[str, str] = {
 """The columns of `marketo_run_reports`, declared so that a column empty in every row still exists."""
 
 
+class RateLimitNotices:
+    """Tells of the long waits for the client's rate limit (the client's `waits`, see `client.RateLimitWaits`).
+
+    A wait of `notice_s` or more counts once however many calls wait for the same window: one
+    that begins before the last counted one ends only lengthens it. Each is logged at INFO, at
+    most one line per `every_s` (the next line says how many were not logged), and counted for
+    `RunProgress`, which shows them beside the calls.
+    """
+
+    def __init__(
+        self,
+        notice_s: float = settings.RATE_LIMIT_NOTICE_S,
+        every_s: float = settings.RATE_LIMIT_NOTICE_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._notice_s = notice_s
+        self._every_s = every_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._count = 0
+        self._seconds = 0.0
+        self._until = -math.inf
+        """When the last counted wait ends."""
+        self._next_line_at = -math.inf
+        self._not_logged = 0
+
+    def waiting(self, seconds: float, calls: int, period_s: float) -> None:
+        """Counts a wait of `seconds` for the window of `calls` per `period_s`, and logs it when a line is due."""
+        if seconds < self._notice_s:
+            return
+        with self._lock:
+            now = self._clock()
+            end = now + seconds
+            if now < self._until:
+                self._seconds += max(0.0, end - self._until)
+                self._until = max(self._until, end)
+                return
+            self._count += 1
+            self._seconds += seconds
+            self._until = end
+            if now < self._next_line_at:
+                self._not_logged += 1
+                return
+            self._next_line_at = now + self._every_s
+            not_logged, self._not_logged = self._not_logged, 0
+        since = f"; {not_logged} more such wait(s) since the last line" if not_logged else ""
+        logger.info("waiting %.0f s for the rate limit (%d calls per %g s)%s", seconds, calls, period_s, since)
+
+    def summary(self) -> Optional[str]:
+        """The waits so far and their length, or None before the first."""
+        with self._lock:
+            return f"rate limit waits: {self._count} ({self._seconds:.0f} s)" if self._count else None
+
+
 class RunProgress:
     """Shows pages, records and calls through the pipeline's progress collector (dlt's `progress=`).
 
-    Fed by the streams' consumers, which all run in dlt's extract thread.
+    Fed by the streams' consumers, which all run in dlt's extract thread. The calls counter's
+    message says what is left of the budget and, once there were any, the long waits for the
+    rate limit (`notices`).
     """
 
-    def __init__(self, client: MarketoClient, budget: RunBudget) -> None:
+    def __init__(self, client: MarketoClient, budget: RunBudget, notices: RateLimitNotices) -> None:
         self._client = client
         self._budget = budget
+        self._notices = notices
         self._calls_shown = 0
 
     def page(self, stream: str, records: int) -> None:
@@ -50,8 +110,10 @@ class RunProgress:
         collector.update("Marketo records", inc=records, label=stream)
         calls = self._client.calls_made()
         allowed = self._budget.calls_allowed(calls)
-        message = None if allowed is None else f"{allowed:,} calls left in the budget"
+        notes = [f"{allowed:,} calls left in the budget"] if allowed is not None else []
+        notes += [waits] if (waits := self._notices.summary()) else []
         # dlt annotates message as str, but its default is None: no message.
+        message = "; ".join(notes) or None
         collector.update("Marketo API calls", inc=calls - self._calls_shown, message=message)  # type: ignore[arg-type]
         self._calls_shown = calls
 

@@ -1,8 +1,9 @@
 """From Marketo records to typed Arrow tables: table and column names, type mapping, flattening.
 
 Each attribute of an activity becomes its own column, typed from the activity type's metadata.
-Nothing is dropped: an attribute the metadata does not list lands as text, and a value that does
-not fit its declared type lands as text in `<column>__v_text` beside the typed column.
+Nothing is dropped: an attribute the metadata does not list lands as text (unless
+UNDECLARED_ATTRIBUTE_TYPES knows it), and a value that does not fit its declared type lands as
+text in `<column>__v_text` beside the typed column.
 """
 
 from __future__ import annotations  # pa.Array[...] is a type for mypy only: Arrow's class takes no parameters
@@ -43,6 +44,15 @@ BASE_COLUMNS: Dict[str, Tuple[str, str]] = {
     "primary_attribute_value": ("primaryAttributeValue", "text"),
 }
 """Columns every activity row carries: column -> (Marketo field, dlt data type)."""
+
+UNDECLARED_ATTRIBUTE_TYPES: Dict[str, str] = {"Lead ID": "integer"}
+"""Marketo data types of attributes a record may carry without its type's metadata listing them.
+
+"Lead ID" holds a lead's id, a whole number (Delete Lead's primary attribute bears the name). Records
+of Get Lead Changes carry it beside Reason and Source, and Marketo's documentation lists no attributes
+for Change Data Value, so whether Describe (types.json) declares it is not known. Metadata that lists
+an attribute decides its type; this types the attribute when the metadata leaves it out.
+"""
 
 KEY_COLUMN = "marketo_guid"
 FIELD_CHANGE_KEY = ("marketo_guid", "field_id")
@@ -161,9 +171,12 @@ class TableLayout:
         return column
 
     def attribute_column(self, name: str) -> str:
-        """Returns the column of an attribute, adding a text column for one the metadata lacks."""
+        """Returns the column of an attribute, adding one for an attribute the metadata lacks: typed
+        by UNDECLARED_ATTRIBUTE_TYPES, else text."""
         column = self._attribute_columns.get(name)
-        return column if column is not None else self._add_attribute(name, "text")
+        if column is not None:
+            return column
+        return self._add_attribute(name, dlt_type(UNDECLARED_ATTRIBUTE_TYPES.get(name)))
 
     def table(self, column_of: Callable[[str, str], TypedColumn]) -> pa.Table:
         """The Arrow table of this layout: each column as `column_of(column, dlt type)` types it,

@@ -41,6 +41,10 @@ DEFAULT_RATE_LIMIT_PERIOD_S = 20.0
 """Adobe asks one integration to stay under 50 calls per 20 s (the instance limit is 100)."""
 DEFAULT_MAX_CONCURRENCY = 5
 """Adobe's advice for one integration; Marketo's hard limit is `MAX_CONCURRENCY`."""
+RATE_LIMIT_NOTICE_S = 5.0
+"""A wait for the client's rate limit this long or longer is told of (logged, and counted in the progress)."""
+RATE_LIMIT_NOTICE_EVERY_S = 60.0
+"""At most one log line per this long about such waits; the next line counts the ones not told of."""
 DEFAULT_DAILY_QUOTA = 50_000
 """Marketo's default daily call quota per subscription (some subscriptions buy more)."""
 USAGE_REFRESH_CALLS = 500

@@ -38,7 +38,9 @@ EMAIL_ENGAGEMENT_BY_WEEK = """
     group by week
     order by week
 """
-"""Weeks start on Monday, in UTC."""
+"""Weeks start on Monday, in UTC. Each step counts in the week of its own activity date: an email sent
+late in one week and opened in the next counts as sent in one and opened in the other, so on real data
+a week's rates can exceed 1. The sandbox dates every step of an email in the week of its Send Email."""
 
 BUSIEST_LEAD = """
     select lead_id from {dataset}.lead_field_changes

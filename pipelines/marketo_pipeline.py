@@ -7,11 +7,14 @@ Run it on a schedule: each run resumes where the last one stopped.
 """
 
 import argparse
+import importlib.util
+import io
+import logging
 import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 ARROW_ALLOCATOR = "system"
 """Arrow's allocator for this process, unless ARROW_DEFAULT_MEMORY_POOL is already set. Arrow's
@@ -42,9 +45,16 @@ _unlisted_pipeline = dlt.pipeline
 """dlt.pipeline under a name that `dlt deploy` does not read (see _pipeline)."""
 
 
+DISPLAY_PACKAGES = {"tqdm": "tqdm", "enlighten": "enlighten", "alive_progress": "alive-progress"}
+"""dlt's displays that need a package of their own (the `progress` extra installs all three): choice -> package.
+Each display's module is named as the choice."""
+
+
 def main() -> int:
     args = _arguments()
+    _print_as_it_happens()
     try:
+        _check_display(args.progress, args.progress_every)  # before the sandbox starts or any call is made
         if args.sandbox:
             return _run_against_sandbox(args)
         return _run(args, marketo_source(**_overrides(args)))
@@ -77,21 +87,57 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--progress",
         default="auto",
-        choices=["auto", "log", "tqdm", "enlighten", "alive_progress", "none"],
-        help="dlt's progress display (default: counters every 5 s in a terminal, every 60 s in a log file)",
+        choices=["auto", "log", *DISPLAY_PACKAGES, "none"],
+        help="dlt's progress display (default: counters every 5 s in a terminal, every 60 s in a log file); "
+             "tqdm, enlighten and alive_progress need their package",
     )
+    parser.add_argument("--progress-every", type=float, metavar="SECONDS",
+                        help="with --progress auto or log: print the counters this often (default: auto 5 s in "
+                             "a terminal, 60 s otherwise; log 1 s)")
     return parser.parse_args()
 
 
-def _progress(choice: str) -> Any:
+def _print_as_it_happens() -> None:
+    """Sends progress, and the source's log lines, out as they are written.
+
+    Python buffers stdout in 8 KB blocks when it is not a terminal, so a log file would get a
+    long extract's progress late, at the end, after the lines written to stderr. The source logs
+    at INFO what a user waits on (a wait for the rate limit, a time slice opened), which Python
+    would not show without a handler.
+    """
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    handler = logging.StreamHandler()  # stderr, beside Run failed and dlt's own log
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    source_logger = logging.getLogger("marketo_source")
+    source_logger.addHandler(handler)
+    source_logger.setLevel(logging.INFO)
+    source_logger.propagate = False  # once, should dlt give the root logger a handler
+
+
+def _check_display(choice: str, every: Optional[float]) -> None:
+    """Raises MarketoConfigurationError for a display whose package is missing, or a period below 0."""
+    package = DISPLAY_PACKAGES.get(choice)
+    if package is not None and importlib.util.find_spec(choice) is None:
+        raise MarketoConfigurationError.of(
+            f"--progress {choice}", f"{package} is not installed",
+            f'pip install {package}, or pip install -e ".[progress]" for every display',
+        )
+    if every is not None and not every >= 0:
+        raise MarketoConfigurationError.of("--progress-every", f"{every:g} is below 0", "give 0 or more seconds")
+
+
+def _progress(choice: str, every: Optional[float]) -> Any:
     """dlt's progress collector; "auto" suits both a terminal and a log file."""
     if choice == "none":
         return None
-    if choice != "auto":
+    if choice in DISPLAY_PACKAGES:
         return choice
-    period = 5.0 if sys.stdout.isatty() else 60.0
+    period = every if every is not None else 1.0 if choice == "log" else 5.0 if sys.stdout.isatty() else 60.0
+    # dlt's own "log" asks for memory and CPU figures, and warns when psutil is not there to give them.
+    stats = choice == "log" and importlib.util.find_spec("psutil") is not None
     # dlt documents dlt.progress.log, which its module imports under that name without re-exporting it.
-    return dlt.progress.log(log_period=period, logger="stdout", dump_system_stats=False)  # type: ignore[attr-defined]
+    return dlt.progress.log(log_period=period, logger="stdout", dump_system_stats=stats)  # type: ignore[attr-defined]
 
 
 def _overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -126,7 +172,7 @@ def _run(args: argparse.Namespace, source: Any, default_name: str = "marketo_pip
     elif destination == "filesystem":
         destination = filesystem_destination(table_format=None if args.table_format == "parquet" else args.table_format)
     pipeline = _pipeline(
-        name, destination=destination, dataset_name=args.dataset, progress=_progress(args.progress)
+        name, destination=destination, dataset_name=args.dataset, progress=_progress(args.progress, args.progress_every)
     )
     discard_superseded_packages(pipeline)
     try:

@@ -84,13 +84,15 @@ def expected_row(record: Dict[str, Any], attribute_types: Dict[str, str]) -> Dic
 
 
 def attribute_types(activity_types: Iterable[Dict[str, Any]], type_ids: Iterable[int]) -> Dict[str, str]:
+    """Marketo data type per attribute name: the metadata's, and "Lead ID" as a whole number where it is silent."""
     wanted = set(type_ids)
-    return {
+    declared = {
         a["name"]: a["dataType"]
         for t in activity_types
         if t["id"] in wanted
         for a in t.get("attributes") or []
     }
+    return {"Lead ID": "integer", **declared}
 
 
 def normalized(row: Dict[str, Any]) -> Dict[str, Any]:

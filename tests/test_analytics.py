@@ -1,17 +1,20 @@
 """The analytics example answers from the loaded tables what the sandbox's ground truth says."""
 
+import subprocess
+import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
+import pytest
 
-from marketo_source.sandbox import MarketoSandbox
+from marketo_source.sandbox import DataSpec, MarketoSandbox
 
 from pipelines.analytics import email_engagement_by_week, field_history
 from tests.expected import utc
-from tests.helpers import source_for
+from tests.helpers import SMALL_DATA, source_for
 
 EMAIL_EVENTS = {6: "sent", 7: "delivered", 10: "opened", 11: "clicked"}
 
@@ -44,3 +47,30 @@ def test_field_history_and_weekly_email_engagement_match_the_ground_truth(
     assert set(weeks) == {week for week, _ in expected}
     for week, counts in weeks.items():
         assert counts == tuple(expected[(week, event)] for event in ("sent", "delivered", "opened", "clicked"))
+
+
+def _engagement_rows(printed: str) -> list[list[str]]:
+    """The rows of the script's "Email engagement by week" table: week, counts, open rate, CTOR."""
+    table = printed.split("Email engagement by week", 1)[1].splitlines()[2:]
+    return [line.split() for line in table if line.strip()]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_script_prints_a_funnel_every_week_with_rates_at_most_one(
+    marketo_sandbox_factory: Callable[..., MarketoSandbox], make_pipeline: Any, tmp_path: Path, seed: int
+) -> None:
+    sandbox = marketo_sandbox_factory(data=DataSpec(**{**SMALL_DATA, "seed": seed}))
+    make_pipeline("analytics").run(source_for(sandbox))
+    printed = subprocess.run(
+        [sys.executable, "pipelines/analytics.py", "--database", str(tmp_path / "analytics.duckdb")],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1],
+    ).stdout
+
+    rows = _engagement_rows(printed)
+    sent_weeks = {utc(r["activityDate"]).date() for r in sandbox.ground_truth()["activities"]
+                  if r["activityTypeId"] == 6}
+    assert [row[0] for row in rows] == sorted({str(d - timedelta(days=d.weekday())) for d in sent_weeks})
+    for week, sent, delivered, opened, clicked, open_rate, click_to_open in rows:
+        counts = [int(sent), int(delivered), int(opened), int(clicked)]
+        assert counts == sorted(counts, reverse=True), (week, counts)
+        assert 0 < float(open_rate) <= 1 and 0 < float(click_to_open) <= 1, (week, open_rate, click_to_open)

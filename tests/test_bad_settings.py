@@ -4,20 +4,30 @@ Each is set as a user would, through an environment variable (or on the command 
 pipeline script must print exactly that line and exit 1, before calling anyone; from Python the
 same message comes as a `MarketoConfigurationError` (dlt's own errors for a value it cannot
 read as the setting's type through `marketo_error_behind`).
+
+Settings that only Marketo's answer shows wrong (an unreachable host, refused credentials, a URL
+that is not Marketo's) get the same one line, naming the setting in the section it came from;
+the custom-activities script checks its inputs before it changes anything in Marketo.
 """
 
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterator, List, Type
 
+import duckdb
 import pytest
 from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException
+from dlt.extract.exceptions import ResourceExtractionError
 
-from marketo_source import MarketoConfigurationError, marketo_error_behind, marketo_source
+from marketo_source import MarketoConfigurationError, MarketoError, marketo_error_behind, marketo_source
+from marketo_source.errors import MarketoAuthError
+from marketo_source.sandbox import DataSpec, MarketoSandbox
 
-SCRIPT = Path(__file__).resolve().parents[1] / "pipelines" / "marketo_pipeline.py"
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+SCRIPT = PIPELINES / "marketo_pipeline.py"
+WRITE_SCRIPT = PIPELINES / "custom_activities_pipeline.py"
 UNREACHABLE = "http://127.0.0.1:9"
 """A base URL on this machine where nothing listens: a bad setting must fail before any call."""
 GOOD = {"SOURCES__MARKETO__BASE_URL": UNREACHABLE, "SOURCES__MARKETO__CLIENT_ID": "an-id",
@@ -63,15 +73,111 @@ CASES = [
 ]
 
 
+SANDBOX = "{sandbox}"
+"""Stands for the base URL of the sandbox the tests below start."""
+REST_ENDPOINT = ("give your instance's REST endpoint, e.g. https://123-ABC-456.mktorest.com (Admin > Integration > "
+                 "Web Services)")
+UNREACHED = (f"cannot reach {UNREACHABLE} (connection refused); check the host, and that this machine can reach it: "
+             "it should be your instance's REST endpoint, e.g. https://123-ABC-456.mktorest.com (Admin > Integration "
+             "> Web Services)")
+REFUSED = ("client_id/client_secret: Marketo refused them (HTTP 401); give the client id and secret of the API user's "
+           "LaunchPoint service (Admin > Integration > LaunchPoint > View Details)")
+
+CONNECTION_CASES = [
+    ({}, MarketoConfigurationError, f"sources.marketo.base_url: {UNREACHED}"),
+    ({"SOURCES__MARKETO__BASE_URL": SANDBOX}, MarketoAuthError, f"sources.marketo.{REFUSED}"),
+    ({"SOURCES__MARKETO__BASE_URL": SANDBOX + "/marketo"}, MarketoConfigurationError,
+     f"sources.marketo.base_url: {SANDBOX}/marketo/identity/oauth/token answered HTTP 404, not an access token; "
+     f"{REST_ENDPOINT}"),
+]
+"""Settings that only the answer (or its absence) shows wrong: (settings, error, line)."""
+
+DESTINATION = "DESTINATION__MARKETO_CUSTOM_ACTIVITIES__"
+WEBINAR_COLUMNS = 'lead_id BIGINT, activity_date TIMESTAMPTZ, primary_attribute_value VARCHAR, "minutesWatched" INTEGER'
+WRITE_CASES = [
+    ({}, ["--database", "missing.duckdb"],
+     "--database: missing.duckdb does not exist; give the DuckDB file that holds the table to push"),
+    ({}, ["--table", "webinars"],
+     "--table: warehouse.duckdb has no table or view 'webinars' (it has: no_dates, other_columns, webinar_events); "
+     "give the table or view that holds the rows to push"),
+    ({}, ["--table", "no_dates"],
+     "--table: no_dates lacks the column(s) activity_date; give a table or view with lead_id, activity_date and "
+     "primary_attribute_value, every other column named after an attribute of webinarAttendance"),
+    ({}, ["--table", "other_columns"],
+     "--table: the column(s) city, minutes of other_columns are not attributes of webinarAttendance (its attributes: "
+     "minutesWatched, askedQuestion); rename them to attribute apiNames or leave them out"),
+    ({}, ["--ledger", "ledgers/ledger.duckdb"],
+     "--ledger: the folder {workdir}/ledgers does not exist; create it, or give a --ledger path in an existing folder"),
+    ({f"{DESTINATION}CLIENT_SECRET": ""}, [],
+     "client_secret: not set; put it under [destination.marketo_custom_activities] in .dlt/secrets.toml or set "
+     "DESTINATION__MARKETO_CUSTOM_ACTIVITIES__CLIENT_SECRET"),
+    ({f"{DESTINATION}CLIENT_SECRET": "not-the-secret"}, [], f"destination.marketo_custom_activities.{REFUSED}"),
+    ({f"{DESTINATION}BASE_URL": UNREACHABLE}, [], f"destination.marketo_custom_activities.base_url: {UNREACHED}"),
+]
+"""The custom-activities script's inputs and settings: (settings, arguments, line)."""
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[MarketoSandbox]:
+    with MarketoSandbox(data=DataSpec(leads=5, activities=20)) as instance:
+        yield instance
+
+
+def _run(script: Path, settings: Dict[str, str], arguments: List[str], workdir: Path) -> List[str]:
+    """Runs `script` with only `settings` among the Marketo variables; returns its stderr's lines
+    after checking that it exited 1."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("SOURCES__", "DESTINATION__"))}
+    env.update({**settings, "DLT_DATA_DIR": str(workdir / "dlt")})
+    result = subprocess.run([sys.executable, str(script), *arguments], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    return result.stderr.strip().splitlines()
+
+
 @pytest.mark.parametrize(("settings", "arguments", "line"), CASES)
 def test_the_pipeline_script_names_a_bad_setting_in_one_line(
     settings: Dict[str, str], arguments: List[str], line: str, tmp_path: Path
 ) -> None:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SOURCES__")}
-    env.update({**GOOD, **settings, "DLT_DATA_DIR": str(tmp_path / "dlt")})
-    result = subprocess.run([sys.executable, str(SCRIPT), *arguments], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)
-    assert (result.returncode, result.stderr.strip().splitlines()) == (1, [f"Run failed: {line}"]), result.stdout
+    assert _run(SCRIPT, {**GOOD, **settings}, arguments, tmp_path) == [f"Run failed: {line}"]
+
+
+@pytest.mark.parametrize(("settings", "error_type", "line"), CONNECTION_CASES)
+def test_a_setting_marketo_shows_wrong_is_named_in_its_section_in_one_line(
+    settings: Dict[str, str], error_type: Type[MarketoError], line: str, sandbox: MarketoSandbox, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = {**GOOD, **{name: value.format(sandbox=sandbox.base_url) for name, value in settings.items()}}
+    line = line.format(sandbox=sandbox.base_url)
+    assert _run(SCRIPT, settings, [], tmp_path) == [f"Run failed: {line}"]
+
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ResourceExtractionError) as raised:  # the first call is the activity_types resource's
+        list(marketo_source())
+    error = marketo_error_behind(raised.value)
+    assert type(error) is error_type and str(error) == line
+    assert GOOD["SOURCES__MARKETO__CLIENT_SECRET"] not in repr(error)
+
+
+@pytest.mark.parametrize(("settings", "arguments", "line"), WRITE_CASES)
+def test_the_custom_activities_script_checks_every_input_before_changing_marketo(
+    settings: Dict[str, str], arguments: List[str], line: str, sandbox: MarketoSandbox, tmp_path: Path
+) -> None:
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as warehouse:
+        warehouse.execute(f"CREATE TABLE webinar_events ({WEBINAR_COLUMNS})")
+        warehouse.execute("CREATE TABLE no_dates (lead_id BIGINT, primary_attribute_value VARCHAR)")
+        warehouse.execute(f"CREATE TABLE other_columns ({WEBINAR_COLUMNS}, city VARCHAR, minutes INTEGER)")
+        warehouse.execute("INSERT INTO webinar_events VALUES (1001, now(), 'Data Pipelines', 30)")
+    connection = {f"{DESTINATION}BASE_URL": sandbox.base_url, f"{DESTINATION}CLIENT_ID": sandbox.client_id,
+                  f"{DESTINATION}CLIENT_SECRET": sandbox.client_secret}
+    rest_calls = sandbox.stats()["rest_calls"]
+
+    lines = _run(WRITE_SCRIPT, {**connection, **settings}, arguments, tmp_path)
+
+    assert lines == [f"Run failed: {line.format(workdir=tmp_path)}"]
+    assert sandbox.stats()["rest_calls"] == rest_calls  # no type created, nothing written
+    assert "webinarAttendance" not in [t["apiName"] for t in sandbox.ground_truth()["custom_activity_types"]]
+    assert not (tmp_path / "missing.duckdb").exists()
 
 
 @pytest.mark.parametrize(("settings", "arguments", "line"), [case for case in CASES if not case[1]])

@@ -5,7 +5,8 @@ import statistics
 import threading
 import time
 from collections import Counter
-from typing import Any, Dict, List
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, Iterator, List
 
 import pytest
 import requests
@@ -20,8 +21,9 @@ from marketo_source import (
     MarketoWriteUncertain,
     marketo_source,
 )
+from marketo_source.config import MarketoDestinationConfiguration
 from marketo_source.sandbox import Fault, Limits, MarketoSandbox
-from marketo_source.settings import ACTIVITY_TYPES_PATH, LEAD_CHANGES_PATH, PAGING_TOKEN_PATH
+from marketo_source.settings import ACTIVITY_TYPES_PATH, IDENTITY_PATH, LEAD_CHANGES_PATH, PAGING_TOKEN_PATH
 
 from tests.helpers import FAST_CLIENT
 
@@ -82,18 +84,83 @@ def test_an_expired_token_is_replaced(sandbox: MarketoSandbox) -> None:
     assert sandbox.stats()["errors"].get("602") == 1
 
 
-def test_wrong_credentials_raise_an_auth_error_without_the_secret(sandbox: MarketoSandbox) -> None:
-    client = MarketoClient(sandbox.base_url, sandbox.client_id, "wrong-secret-value", **QUICK_RETRIES)
+def test_wrong_credentials_raise_an_auth_error_naming_their_section_without_the_secret(
+    sandbox: MarketoSandbox,
+) -> None:
+    config = MarketoDestinationConfiguration(base_url=sandbox.base_url, client_id=sandbox.client_id,
+                                             client_secret="wrong-secret-value", **QUICK_RETRIES)
     with pytest.raises(MarketoAuthError) as raised:
-        client.get(ACTIVITY_TYPES_PATH)
-    assert "client_secret" in str(raised.value)
+        MarketoClient.connect(config).get(ACTIVITY_TYPES_PATH)
+    setting = "destination.marketo_custom_activities.client_id/client_secret"
+    assert (raised.value.setting, str(raised.value)) == (setting, f"{setting}: Marketo refused them (HTTP 401); give "
+                                                         "the client id and secret of the API user's LaunchPoint "
+                                                         "service (Admin > Integration > LaunchPoint > View Details)")
     assert "wrong-secret-value" not in str(raised.value) and "wrong-secret-value" not in repr(raised.value)
+
+
+REST_ENDPOINT = ("give your instance's REST endpoint, e.g. https://123-ABC-456.mktorest.com (Admin > Integration > "
+                 "Web Services)")
 
 
 def test_a_base_url_that_is_not_marketo_is_named(sandbox: MarketoSandbox) -> None:
     client = MarketoClient(sandbox.base_url + "/not-marketo", sandbox.client_id, sandbox.client_secret, **QUICK_RETRIES)
-    with pytest.raises(MarketoConfigurationError, match="base_url"):
+    with pytest.raises(MarketoConfigurationError) as raised:
         client.get(ACTIVITY_TYPES_PATH)
+    assert str(raised.value) == (f"sources.marketo.base_url: {sandbox.base_url}/not-marketo/identity/oauth/token "
+                                 f"answered HTTP 404, not an access token; {REST_ENDPOINT}")
+
+
+def test_a_rest_path_answered_with_an_http_error_names_the_base_url(sandbox: MarketoSandbox) -> None:
+    with pytest.raises(MarketoConfigurationError) as raised:
+        client_for(sandbox).get("/v1/not-an-endpoint.json")
+    assert (raised.value.setting, raised.value.code) == ("sources.marketo.base_url", "404")
+    assert str(raised.value) == (f"sources.marketo.base_url: {sandbox.base_url}/rest/v1/not-an-endpoint.json "
+                                 f"answered HTTP 404; {REST_ENDPOINT}")
+
+
+class _NotMarketo(BaseHTTPRequestHandler):
+    """A web server that is not Marketo's REST endpoint: it hands out a token at Marketo's
+    identity path, and an HTML page everywhere else."""
+
+    def do_GET(self) -> None:
+        token = self.path.split("?")[0] == IDENTITY_PATH
+        body = b'{"access_token": "a-token", "expires_in": 3600}' if token else b"<html><p>Welcome</p></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json" if token else "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        """Keeps the test's output clean."""
+
+
+@pytest.fixture
+def not_marketo() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotMarketo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "answered", "problem"),
+    [("/site", f"/site{IDENTITY_PATH}", "did not answer as Marketo's identity service does"),
+     ("", f"/rest{ACTIVITY_TYPES_PATH}", "did not answer JSON")],
+)
+def test_an_answer_that_is_not_marketos_names_the_base_url_in_its_section(
+    not_marketo: str, prefix: str, answered: str, problem: str
+) -> None:
+    config = MarketoDestinationConfiguration(base_url=not_marketo + prefix, client_id="an-id",
+                                             client_secret="a-secret", **QUICK_RETRIES)
+    with pytest.raises(MarketoConfigurationError) as raised:
+        MarketoClient.connect(config).get(ACTIVITY_TYPES_PATH)
+    assert str(raised.value) == (f"destination.marketo_custom_activities.base_url: {not_marketo}{answered} "
+                                 f"{problem}; {REST_ENDPOINT}")
 
 
 @pytest.mark.parametrize("suffix", ["", "/", "/rest", "/rest/", "/identity"])

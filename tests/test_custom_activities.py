@@ -2,6 +2,8 @@
 uncertain calls and a SIGKILL in the middle of a push, checked against the sandbox's ground truth."""
 
 import os
+import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Tuple
 
 import dlt
+import duckdb
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
@@ -25,11 +28,14 @@ from marketo_source.custom_activities.destination import _PUSHERS
 from marketo_source.custom_activity_types import ensure_custom_activity_type
 from marketo_source.errors import MarketoConfigurationError
 from marketo_source.sandbox import DataSpec, Fault, Limits, MarketoSandbox
+from marketo_source.sandbox.catalog import NEW_LEAD
 
 from tests.custom_activities_child import TABLE_NAME, WEBINAR, webinar_rows
 from tests.helpers import FAST_CLIENT, SMALL_DATA, source_for, table_rows
 
 REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+EXAMPLE = REPO / "pipelines" / "custom_activities_pipeline.py"
 CHILD_TIMEOUT_S = 180
 """Generous: other jobs may share this machine's two cores."""
 RowKey = Tuple[int, str, str]
@@ -338,17 +344,68 @@ def test_a_push_killed_mid_call_and_run_again_adds_each_row_once(
     )
 
 
-def test_the_example_pushes_a_duckdb_table_to_the_sandbox(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "pipelines" / "custom_activities_pipeline.py"), "--sandbox"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
-        env={**os.environ, "DLT_DATA_DIR": str(tmp_path / "dlt")},
-    )
-    assert result.returncode == 0, result.stderr
-    assert "created type webinarAttendance" in result.stdout
-    with ActivityLedger(tmp_path / "marketo_custom_activities_sandbox.duckdb") as ledger:
-        summary = ledger.summary()
-    assert summary.added > 0 and summary.added + summary.skipped == 1000
-    assert f"Pushed 1,000 rows of webinar_events: {summary.added:,} added, {summary.skipped:,} skipped" in result.stdout
-    assert f"skipped with 1004: {summary.skipped_by_code['1004']:,}" in result.stdout
-    assert summary.skipped_by_code["1004"] == summary.skipped >= 50  # every 20th row names an unknown lead
+def _write_side_commands() -> List[str]:
+    """The shell commands of README's write-side section, in order."""
+    section = README.read_text().split("\n## Write side: custom activities")[1].split("\n## ")[0]
+    return re.findall(r"```sh\n(.*?)```", section, re.S)
+
+
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, List[str]]:
+    """Runs the write side's README commands as written, in a fresh folder (the repository's
+    `.venv/bin/python` and `pipelines/` made absolute); returns the folder and each command's output."""
+    workdir = tmp_path_factory.mktemp("readme")
+    outputs = []
+    for command in _write_side_commands():
+        command = command.replace(".venv/bin/python", sys.executable).replace("pipelines/", f"{REPO}/pipelines/")
+        result = subprocess.run(["bash", "-c", command], cwd=workdir, capture_output=True, text=True,
+                                timeout=CHILD_TIMEOUT_S, env={**os.environ, "DLT_DATA_DIR": str(workdir / "dlt")})
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        outputs.append(result.stdout)
+    return workdir, outputs
+
+
+def test_the_example_skips_exactly_the_rows_the_readme_says_and_prints_each_reason(
+    readme_run: Tuple[Path, List[str]],
+) -> None:
+    workdir, (printed, *_) = readme_run
+    assert "created type webinarAttendance" in printed
+    with ActivityLedger(workdir / "marketo_custom_activities_sandbox.duckdb") as ledger:
+        summary, reasons = ledger.summary(), ledger.skip_reasons()
+        skipped = {(row["lead_id"], row["activity_date"]) for row in ledger.results(status="skipped")}
+    with duckdb.connect(str(workdir / "webinar_events_sandbox.duckdb"), read_only=True) as demo:
+        rows = demo.sql("SELECT lead_id, timezone('UTC', activity_date) FROM webinar_events").fetchall()
+    # The rows Marketo must skip are those naming no lead of the sandbox the example started.
+    with MarketoSandbox(data=runpy.run_path(str(EXAMPLE))["SANDBOX_DATA"]) as same_instance:
+        truth = same_instance.ground_truth()
+    created = {a["leadId"] for a in truth["activities"] if a["activityTypeId"] == NEW_LEAD}
+    leads = created - {deletion["leadId"] for deletion in truth["deleted_leads"]}
+    assert skipped == {(lead, date) for lead, date in rows if lead not in leads}
+    # As the README says, every row skipped names a lead the sandbox never had, none a deleted one.
+    assert not {lead for lead, _ in rows if lead in created} - leads
+    assert summary.added == len(rows) - len(skipped) and summary.skipped == len(skipped)
+
+    lines = printed.splitlines()
+    assert f"Pushed {len(rows):,} rows of webinar_events: {summary.added:,} added, {summary.skipped:,} skipped" in lines
+    assert [line for line in lines if line.startswith("  skipped with")] == [
+        f"  skipped with {code} ({message}): {count:,}" for (code, message), count in sorted(reasons.items())
+    ]
+    readme_output = README.read_text().split("It prints:\n\n```\n")[1].split("```")[0].splitlines()
+    assert readme_output == [line for line in lines if line.startswith(("Pushed", "  skipped with"))]
+
+
+def test_the_readmes_ledger_query_reads_the_ledger_the_example_wrote(readme_run: Tuple[Path, List[str]]) -> None:
+    workdir, (_, *query_outputs) = readme_run
+    assert len(query_outputs) == 1
+    with ActivityLedger(workdir / "marketo_custom_activities_sandbox.duckdb") as ledger:
+        reasons = ledger.skip_reasons()
+    cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in query_outputs[0].splitlines()]
+    assert [(code, message, count) for (code, message), count in reasons.items()] == [
+        (row[0], row[1], int(row[2])) for row in cells if row and row[0].isdigit()
+    ]
+    assert sorted(path.name for path in workdir.glob("*.duckdb")) == [
+        "marketo_custom_activities_sandbox.duckdb", "webinar_events_sandbox.duckdb"
+    ]
+    sql = README.read_text().split("\n### The ledger, and rows Marketo skipped")[1].split("```sql\n")[1].split("```")[0]
+    with duckdb.connect(str(workdir / "marketo_custom_activities_sandbox.duckdb"), read_only=True) as connection:
+        assert len(connection.sql(sql).fetchall()) == sum(reasons.values())

@@ -2,22 +2,27 @@
 against what the sandbox holds and counted."""
 
 import io
+import logging
 import re
 import subprocess
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import dlt
 import pytest
 import requests
+from dlt.common.runtime.collector_base import Collector
 
 from marketo_source import MarketoConfigurationError
+from marketo_source.client import CallLimiter
+from marketo_source.run_report import RateLimitNotices
 from marketo_source.sandbox import MarketoSandbox
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS, RUN_REPORTS_TABLE
 
-from tests.expected import records_of_types, utc
+from tests.expected import records_of_types, table_of, utc
 from tests.helpers import assert_everything_matches, source_for, table_names, table_rows
 
 PAGED_STREAMS = {"activities": "activities", "lead_changes": "lead_changes", "deleted_leads": "deleted_leads"}
@@ -123,6 +128,95 @@ def test_progress_shows_pages_records_and_calls(sandbox: MarketoSandbox, tmp_pat
     shown_calls, left = calls_counter.groups()
     assert int(shown_calls) == calls  # the last page was the last call
     assert int(left.replace(",", "")) == 40_000 - sandbox.stats()["quota_used"]
+
+
+class RecordingCollector(Collector):
+    """A progress display that keeps what each step showed: every counter as it ended, by its name
+    (and label, as dlt's displays write it), and each counter's last message."""
+
+    def __init__(self) -> None:
+        self.shown: Dict[str, Dict[str, int]] = {}
+        self.messages: Dict[str, str] = {}
+
+    def update(self, name: str, inc: int = 1, total: Optional[int] = None, inc_total: Optional[int] = None,
+               message: Optional[str] = None, label: Optional[str] = None) -> None:
+        counters = self.shown[self.step]
+        key = f"{name} ({label})" if label else name
+        counters[key] = counters.get(key, 0) + inc
+        if message is not None:
+            self.messages[key] = message
+
+    def _start(self, step: str) -> None:
+        self.shown.setdefault(step, {})
+
+    def _stop(self) -> None:
+        pass
+
+
+def test_dlt_counts_the_rows_of_each_table_as_the_source_counts_its_records(
+    sandbox: MarketoSandbox, tmp_path: Any
+) -> None:
+    collector = RecordingCollector()
+    pipeline = dlt.pipeline(
+        pipeline_name="counted", pipelines_dir=str(tmp_path), dataset_name="marketo", progress=collector,
+        destination=dlt.destinations.duckdb(str(tmp_path / "counted.duckdb")),
+    )
+    pipeline.run(source_for(sandbox))
+    assert_everything_matches(pipeline, sandbox)
+    truth = sandbox.ground_truth()
+    shown = collector.shown["Extract marketo"]
+
+    # dlt counts rows per table, not per resource: no counter named after a stream (or the run
+    # reports) that stands at 0 while the stream's own tables fill.
+    assert [name for name, count in shown.items() if count == 0] == []
+    for table in table_names(pipeline):
+        assert shown[table] == len(table_rows(pipeline, table)), table
+    activity_tables = {table_of(t["name"]) for t in truth["activity_types"] if t["id"] not in DEDICATED_STREAM_TYPE_IDS}
+    from_dlt = sum(shown.get(table, 0) for table in activity_tables)
+    assert from_dlt == shown["Marketo records (activities)"] == expected_rows(truth)["activities"]
+    assert shown["lead_changes"] == shown["Marketo records (lead_changes)"] == len(truth["lead_changes"])
+    assert shown["deleted_leads"] == shown["Marketo records (deleted_leads)"] == len(truth["deleted_leads"])
+
+
+def test_a_wait_for_the_rate_limit_is_told_to_the_notices() -> None:
+    told: List[Tuple[float, int, float]] = []
+
+    class Recorder:
+        def waiting(self, seconds: float, calls: int, period_s: float) -> None:
+            told.append((seconds, calls, period_s))
+
+    limiter = CallLimiter(2, 0.5, 3, waits=Recorder())
+    with limiter.slot(), limiter.slot():
+        pass
+
+    def third_call() -> None:
+        with limiter.slot():
+            pass
+
+    third = threading.Thread(target=third_call)
+    third.start()
+    third.join()
+    assert told, "the third call in a window of two waited without a word"
+    assert all(0 < seconds <= 0.5 and (calls, period_s) == (2, 0.5) for seconds, calls, period_s in told)
+
+
+def test_long_waits_are_logged_once_per_window_and_at_most_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="marketo_source")
+    now = [100.0]
+    notices = RateLimitNotices(notice_s=5, every_s=60, clock=lambda: now[0])
+    notices.waiting(4.9, 100, 20)  # short: neither logged nor counted
+    assert notices.summary() is None
+    for _ in range(5):  # five calls wait for the same window
+        notices.waiting(14.2, 100, 20)
+    now[0] += 15  # the window freed; the next wait is another
+    notices.waiting(6, 100, 20)
+    now[0] += 61
+    notices.waiting(10, 100, 20)
+    assert [r.getMessage() for r in caplog.records] == [
+        "waiting 14 s for the rate limit (100 calls per 20 s)",
+        "waiting 10 s for the rate limit (100 calls per 20 s); 1 more such wait(s) since the last line",
+    ]
+    assert notices.summary() == "rate limit waits: 3 (30 s)"
 
 
 def test_daily_call_limit_leaves_the_rest_of_the_quota_to_other_integrations(

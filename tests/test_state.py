@@ -20,7 +20,9 @@ HOUR = timedelta(hours=1)
 NOW = T + 100 * HOUR
 RELEASE_STATE = Path(__file__).parent / "fixtures" / "state_written_by_860a46d.json"
 """The source state the release at 860a46d left after two runs stopped half way with 30 time
-slices open, and the positions (in the sandbox's ground truth) of the records it loaded."""
+slices open, and the positions (in the sandbox's ground truth) of the records it loaded. Its
+paging tokens mark places in the sandbox's generated data: when the generator changes,
+`tests/fixtures/write_release_state.py` writes it again with the release."""
 
 
 def test_reading_on_moves_the_token_and_the_newest_activity() -> None:

@@ -86,7 +86,7 @@ class ActivityLedger:
         """
         where, params = _filters(load_ids, status=None)
         counts = self._connection.execute(
-            f"SELECT status, coalesce(json_extract_string(errors, '$[0].code'), 'unknown'), count(*) "
+            f"SELECT status, {_FIRST_CODE}, count(*) "
             f"FROM {LEDGER_TABLE} WHERE {where} GROUP BY ALL", params
         ).fetchall()
         summary = PushSummary()
@@ -97,6 +97,17 @@ class ActivityLedger:
                 summary.skipped += count
                 summary.skipped_by_code[code] += count
         return summary
+
+    def skip_reasons(self, load_ids: Optional[Sequence[str]] = None) -> Dict[Tuple[str, str], int]:
+        """Skipped rows per reason, (code, message) of the first error, of the given dlt loads or of
+        every push: e.g. {("1004", "Lead not found"): 50}."""
+        where, params = _filters(load_ids, status="skipped")
+        counts = self._connection.execute(
+            f"SELECT {_FIRST_CODE}, coalesce(json_extract_string(errors, '$[0].message'), 'no reason given'), "
+            "count(*) "
+            f"FROM {LEDGER_TABLE} WHERE {where} GROUP BY ALL", params
+        ).fetchall()
+        return {(code, message): count for code, message, count in counts}
 
     def results(self, load_ids: Optional[Sequence[str]] = None, status: Optional[str] = None) -> List[Dict[str, Any]]:
         """Ledger rows as dicts, optionally only of the given dlt loads and with one status."""
@@ -169,6 +180,10 @@ class ActivityLedger:
             return cursor.fetchall() if cursor.description else []
         finally:
             self._connection.unregister("wanted")
+
+
+_FIRST_CODE = "coalesce(json_extract_string(errors, '$[0].code'), 'unknown')"
+"""SQL: a row's code, that of its first error."""
 
 
 def _entry(

@@ -1,8 +1,12 @@
-"""Run a Marketo sandbox from the shell: `python -m marketo_source.sandbox --help`."""
+"""Run a local Marketo sandbox on 127.0.0.1 until Ctrl-C: `python -m marketo_source.sandbox [options]`.
+
+On start it prints the settings that point the source at it, ready to paste into a shell.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import threading
 from typing import Any, Sequence
@@ -18,35 +22,72 @@ def _optional_number(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
+DEFAULT_PORT = 8765
+"""A fixed port, so the base URL printed at start stays the same from one start to the next."""
+ENVIRONMENT_PREFIX = "SOURCES__MARKETO__"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except None and a flag's False, which the help text words itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command line options; limits accept "none" to disable them."""
-    parser = argparse.ArgumentParser(prog="python -m marketo_source.sandbox", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--leads", type=int, default=500)
-    parser.add_argument("--activities", type=int, default=20_000)
-    parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--start-date", default=None, help="ISO start of the span (default: today minus --days)")
-    parser.add_argument("--no-custom-types", action="store_true")
-    parser.add_argument("--max-custom-types", type=int, default=10, help="custom types allowed (Marketo: 10)")
-    parser.add_argument("--client-id", default="sandbox-client-id")
-    parser.add_argument("--client-secret", default="sandbox-client-secret")
-    parser.add_argument("--token-ttl", type=float, default=3600)
-    parser.add_argument("--paging-token-ttl", type=_optional_number, default=None)
-    parser.add_argument("--block-size", type=int, default=1000)
-    parser.add_argument("--token-order", choices=TOKEN_ORDERS, default="commit",
+    return argument_parser().parse_args(argv)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line's options, each with its help and default."""
+    parser = argparse.ArgumentParser(prog="python -m marketo_source.sandbox", description=__doc__,
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to listen on; keep 127.0.0.1 unless you mean to expose the sandbox")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on; 0 picks a free one")
+    data = parser.add_argument_group("data (the same options always give the same data)")
+    data.add_argument("--seed", type=int, default=1, help="seed of every random choice")
+    data.add_argument("--leads", type=int, default=500, help="leads, each with a New Lead activity")
+    data.add_argument("--activities", type=int, default=20_000,
+                      help="activities in the initial log, New Leads included")
+    data.add_argument("--days", type=int, default=30, help="days the activities are spread over")
+    data.add_argument("--start-date", default=None,
+                      help="ISO start of those days (default: today, UTC midnight, minus --days)")
+    data.add_argument("--no-custom-types", action="store_true",
+                      help="seed no custom activity types (Attend Conference, Product Usage)")
+    data.add_argument("--max-custom-types", type=int, default=10,
+                      help="custom activity types the instance may hold (Marketo: 10)")
+    identity = parser.add_argument_group("identity (the sandbox's own credentials, printed at start)")
+    identity.add_argument("--client-id", default="sandbox-client-id", help="the client id the sandbox accepts")
+    identity.add_argument("--client-secret", default="sandbox-client-secret",
+                          help="the client secret the sandbox accepts")
+    identity.add_argument("--token-ttl", type=float, default=3600, help="lifetime of an access token, in seconds")
+    paging = parser.add_argument_group("paging")
+    paging.add_argument("--paging-token-ttl", type=_optional_number, default=None,
+                        help="age in seconds after which a paging token is refused (default: none, tokens stay "
+                             "valid)")
+    paging.add_argument("--block-size", type=int, default=1000,
+                        help="log entries one read call scans at most (pages can be short or empty)")
+    paging.add_argument("--token-order", choices=TOKEN_ORDERS, default="commit",
                         help="what a paging token marks, which Marketo does not document: a position in the commit "
                              "log (commit: resuming finds late commits) or a place in activityDate order (date: an "
                              "activity committed after a token passed its date is never returned from it)")
-    parser.add_argument("--calls-per-window", type=_optional_number, default=100)
-    parser.add_argument("--window", type=_optional_number, default=20.0)
-    parser.add_argument("--max-concurrent", type=_optional_number, default=10)
-    parser.add_argument("--daily-quota", type=_optional_number, default=50_000)
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--bulk-created-at", choices=CREATED_AT_READINGS, default="activity_date",
-                        help="what a bulk export's createdAt filter compares, which Marketo does not document")
-    return parser.parse_args(argv)
+    limits = parser.add_argument_group("limits (Marketo's by default; none disables one)")
+    limits.add_argument("--calls-per-window", type=_optional_number, default=100,
+                        help="REST calls allowed per --window (606 past it)")
+    limits.add_argument("--window", type=_optional_number, default=20.0, help="the rate window, in seconds")
+    limits.add_argument("--max-concurrent", type=_optional_number, default=10,
+                        help="calls served at once (615 past it)")
+    limits.add_argument("--daily-quota", type=_optional_number, default=50_000,
+                        help="REST calls allowed a day (607 past it)")
+    limits.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    bulk = parser.add_argument_group("bulk export")
+    bulk.add_argument("--bulk-created-at", choices=CREATED_AT_READINGS, default="activity_date",
+                      help="what a bulk export's createdAt filter compares, which Marketo does not document")
+    return parser
 
 
 def _int_or_none(value: float | None) -> int | None:
@@ -67,8 +108,23 @@ def build_sandbox(args: argparse.Namespace) -> MarketoSandbox:
                           bulk=BulkSpec(created_at=args.bulk_created_at))
 
 
+def source_settings(sandbox: MarketoSandbox) -> list[str]:
+    """Shell lines that point the source at a running sandbox (its credentials are its own, not secrets)."""
+    settings = {"BASE_URL": sandbox.base_url, "CLIENT_ID": sandbox.client_id, "CLIENT_SECRET": sandbox.client_secret}
+    return [f"export {ENVIRONMENT_PREFIX}{name}={shlex.quote(value)}" for name, value in settings.items()]
+
+
+def _listen(sandbox: MarketoSandbox) -> None:
+    """Start serving, or exit with one line naming --port when the address cannot be bound."""
+    try:
+        sandbox.start()
+    except OSError as error:
+        raise SystemExit(f"--port: cannot listen on {sandbox.host}:{sandbox.port} ({error.strerror}); stop what "
+                         "listens there, or choose another port with --port N (--port 0 picks a free one)") from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Start the sandbox, print how to reach it, serve until SIGINT or SIGTERM."""
+    """Start the sandbox, print how to point the source at it, serve until SIGINT or SIGTERM."""
     sandbox = build_sandbox(parse_args(argv))
     stop = threading.Event()
 
@@ -77,12 +133,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    with sandbox:
-        print(f"base_url={sandbox.base_url}", flush=True)
-        print(f"client_id={sandbox.client_id}", flush=True)
-        print(f"client_secret={sandbox.client_secret}", flush=True)
+    _listen(sandbox)
+    try:
+        print(f"Marketo sandbox serving at {sandbox.base_url} until Ctrl-C. Point the source at it:", flush=True)
+        print("\n".join(source_settings(sandbox)), flush=True)
         while not stop.wait(0.2):
             pass
+    finally:
+        sandbox.stop()
     print("stopped", flush=True)
 
 

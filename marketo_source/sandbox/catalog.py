@@ -102,6 +102,8 @@ STANDARD_TYPES: tuple[ActivityTypeDef, ...] = (
           _attrs("date", "Created Date"),
           _attrs("string", "Form Name", "Lead Source", "List Name", "SFDC Type", "Source Type", "API Method Name",
                  "Modifying User", "Request Id")),
+    # Not listed: the "Lead ID" attribute Get Lead Changes records carry (records.py). Marketo documents no
+    # attributes of this type, so the sandbox plays metadata that is silent on it.
     _type(CHANGE_DATA_VALUE, "Change Data Value", "Changed attribute value for a person",
           AttributeDef("Attribute Name", "integer"), _attrs("string", "New Value", "Old Value"), _CHANGE_REASON),
     _type(22, "Change Score", "Changed score value for a person", AttributeDef("Score Name", "integer"),

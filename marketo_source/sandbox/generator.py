@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import heapq
+import itertools
 import random
+from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator
@@ -36,6 +39,8 @@ CAMPAIGN_TYPES = frozenset({6, 7, 8, 9, 10, 11, CHANGE_DATA_VALUE, 22, 24, 46, 1
 CAMPAIGN_IDS = (1001, 1002, 1017, 2044, 5034, 7311)
 SEND_EMAIL = 6
 EMAIL_DELIVERED = 7
+OPEN_EMAIL = 10
+CLICK_EMAIL = 11
 LEAD_EVENT_SHARE = 1 / 40  # of added activities, the share of New Leads and, again, of Delete Leads
 
 FIRST_NAMES = ("Anna", "Jürgen", "Zoë", "José", "Søren", "Mei", "Hiroshi", "Émilie", "Łukasz", "Grace", "Omar")
@@ -57,6 +62,21 @@ WORDS = ("Spring Newsletter", "Webinar: Data 101", "Produkt-Update März", "東�
 
 
 SecondsRange = tuple[float, float]
+
+EMAIL_FUNNEL: dict[int, tuple[int, float, SecondsRange]] = {
+    SEND_EMAIL: (EMAIL_DELIVERED, 13 / 14, (1, 600)),
+    EMAIL_DELIVERED: (OPEN_EMAIL, 9 / 13, (60, 43_200)),
+    OPEN_EMAIL: (CLICK_EMAIL, 5 / 9, (5, 3600)),
+}
+"""Email step -> (the step that may follow it, how likely, its delay in seconds).
+
+An email reaches a lead in steps: Send Email, then Email Delivered, Open Email, Click Email, each for
+the same email (Mailing ID) and lead and dated after the step before. The probabilities keep the
+steps' shares of the log as TYPE_WEIGHTS gives them (14 : 13 : 9 : 5). The generator dates every step
+in the UTC week (from Monday) of its Send Email, so that counts per week form a funnel; a step that
+would fall later is not generated, as if the lead never took it.
+"""
+FOLLOWING_STEPS = frozenset(following for following, _, _ in EMAIL_FUNNEL.values())
 
 
 @dataclass(frozen=True)
@@ -170,6 +190,12 @@ def _day_prefix(day: int) -> str:
     return datetime.fromtimestamp(day * 86_400, timezone.utc).strftime("%Y-%m-%dT")
 
 
+def week_end_ms(date_ms: int) -> int:
+    """Epoch milliseconds of the Monday 00:00 UTC after `date_ms` (day 0, 1970-01-01, was a Thursday)."""
+    day = date_ms // MS_PER_DAY
+    return (day - (day + 3) % 7 + 7) * MS_PER_DAY
+
+
 def format_date(ms: int, colon_free_offset: bool) -> str:
     """Render an activityDate in one of the two styles Marketo uses (`Z` or `+0000`)."""
     day, second = divmod(ms // 1000, 86_400)
@@ -280,6 +306,13 @@ class DataGenerator:
         if spec.custom_types:
             weights.update(dict.fromkeys(custom_types, CUSTOM_TYPE_WEIGHT))
         self.type_wheel = [type_id for type_id, weight in weights.items() for _ in range(weight)]
+        # The initial log draws no later email step from the wheel: each comes after its Send Email.
+        self.first_step_wheel = [type_id for type_id in self.type_wheel if type_id not in FOLLOWING_STEPS]
+        self.due_steps: list[tuple[int, int, Activity]] = []
+        """Heap of (due ms, plan number, email step): steps whose following step the initial log owes."""
+        self.plan_numbers = itertools.count()
+        self.awaiting: dict[int, deque[Activity]] = {following: deque() for following in FOLLOWING_STEPS}
+        """Following step type -> email steps without it, oldest first, which added activities may follow."""
 
     def _make_leads(self) -> dict[int, Lead]:
         return {lead_id: self._make_lead(lead_id) for lead_id in range(FIRST_LEAD_ID, FIRST_LEAD_ID + self.spec.leads)}
@@ -329,7 +362,61 @@ class DataGenerator:
             elif position in malformed:
                 yield self._malformed(self._activity(malformed[position][0], date_ms), malformed[position][1])
             else:
-                yield self._activity(self.rng.choice(self.type_wheel), date_ms)
+                yield self._initial_activity(date_ms)
+
+    def _initial_activity(self, date_ms: int) -> Activity:
+        """The email step due by `date_ms` if one is, else an activity of a type from the wheel."""
+        step = self._due_step(date_ms)
+        activity = self._activity(self.rng.choice(self.first_step_wheel), date_ms) if step is None \
+            else self._follow(step, date_ms)
+        self._track_email_step(activity, initial=True)
+        return activity
+
+    def _track_email_step(self, step: Activity, initial: bool) -> None:
+        """Plan what follows an email step: in the initial log its next step, drawn by EMAIL_FUNNEL, or
+        nothing; either way, unless planned, added activities may follow it later."""
+        funnel = EMAIL_FUNNEL.get(step.type_id)
+        if funnel is None:
+            return
+        following, probability, delay_s = funnel
+        if initial and self.rng.random() < probability:
+            due_ms = step.date_ms + round(self.rng.uniform(*delay_s)) * 1000
+            heapq.heappush(self.due_steps, (due_ms, next(self.plan_numbers), step))
+        else:
+            self.awaiting[following].append(step)
+
+    def _due_step(self, date_ms: int) -> Activity | None:
+        """The email step whose next step is due first, by `date_ms`, among those that may still take it."""
+        while self.due_steps and self.due_steps[0][0] <= date_ms:
+            step = heapq.heappop(self.due_steps)[2]
+            if self._may_follow(step, date_ms):
+                return step
+        return None
+
+    def _awaiting_step(self, following: int, date_ms: int) -> Activity | None:
+        """The oldest email step without a `following` step that may take one dated `date_ms`.
+
+        Steps whose week is over by `date_ms`, or whose lead is deleted, are dropped for good: added
+        activities are dated near the wall clock, which only advances.
+        """
+        waiting = self.awaiting[following]
+        while waiting and (week_end_ms(waiting[0].date_ms) <= date_ms or self.leads[waiting[0].lead_id].deleted):
+            waiting.popleft()
+        for index, step in enumerate(waiting):
+            if self._may_follow(step, date_ms):
+                del waiting[index]
+                return step
+        return None
+
+    def _may_follow(self, step: Activity, date_ms: int) -> bool:
+        """Whether an email step may be followed at `date_ms`: later, in its week, its lead not deleted."""
+        return step.date_ms < date_ms < week_end_ms(step.date_ms) and not self.leads[step.lead_id].deleted
+
+    def _follow(self, step: Activity, date_ms: int) -> Activity:
+        """The email step after `step`, of the same email (Mailing ID) to the same lead."""
+        following = EMAIL_FUNNEL[step.type_id][0]
+        attributes = self.values.attributes(STANDARD_TYPES_BY_ID[following].attributes)
+        return self._record(following, step.lead_id, date_ms, attributes, (step.primary_id, step.primary_value))
 
     def _malformed_plan(self, count: int, taken: set[int]) -> dict[int, tuple[int, str]]:
         """Position -> (type id, kind) of the records to break; Visit Webpage has a boolean attribute to break."""
@@ -355,7 +442,9 @@ class DataGenerator:
 
         Types come from the type wheel, except that about one in 40 of each kind is the New Lead of a
         brand-new lead and about one in 40 the Delete Lead of an alive lead (never the last one), so lead
-        changes and deleted leads get new and late commits too.
+        changes and deleted leads get new and late commits too. An Email Delivered, Open Email or Click
+        Email follows an earlier step of the same email to the same lead in the same week (EMAIL_FUNNEL);
+        when no email awaits it, a Send Email comes instead.
 
         Args:
             new: How many activities to commit on time.
@@ -372,12 +461,25 @@ class DataGenerator:
 
     def _added_activity(self, now_ms: int, lateness_s: Callable[[int], float]) -> Activity:
         type_id = self._added_type()
-        date_ms = now_ms - round(lateness_s(type_id)) * 1000  # whole seconds, like every activityDate
+        date_ms = self._added_date(type_id, now_ms, lateness_s)
         if type_id == NEW_LEAD:
             return self._new_lead(self._add_lead(), date_ms)
         if type_id == DELETE_LEAD:
             return self._delete_lead(self.rng.choice(self.alive), date_ms)
-        return self._activity(type_id, date_ms)
+        step = self._awaiting_step(type_id, date_ms) if type_id in FOLLOWING_STEPS else None
+        if step is not None:
+            activity = self._follow(step, date_ms)
+        else:
+            if type_id in FOLLOWING_STEPS:  # no email awaits this step: the activity starts one instead
+                type_id = SEND_EMAIL
+                date_ms = self._added_date(type_id, now_ms, lateness_s)
+            activity = self._activity(type_id, date_ms)
+        self._track_email_step(activity, initial=False)
+        return activity
+
+    @staticmethod
+    def _added_date(type_id: int, now_ms: int, lateness_s: Callable[[int], float]) -> int:
+        return now_ms - round(lateness_s(type_id)) * 1000  # whole seconds, like every activityDate
 
     def _added_type(self) -> int:
         draw = self.rng.random()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -11,30 +14,49 @@ from typing import Iterator
 import pytest
 import requests
 
-from marketo_source.sandbox.__main__ import parse_args
+from marketo_source.sandbox.__main__ import argument_parser, parse_args
 
 CREDENTIALS = ("--client-id", "cli-id", "--client-secret", "cli-secret")
 DENSE_TYPES = (1, 2, 3, 6, 7, 10, 11, 12, 13, 22)
 DENSE = ",".join(map(str, DENSE_TYPES))
 
 
+SANDBOX = [sys.executable, "-m", "marketo_source.sandbox"]
+SMALL = ("--leads", "20", "--activities", "300")
+PREFIX = "SOURCES__MARKETO__"
+
+
 @contextmanager
 def _serving(*options: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
-    """A sandbox CLI process with small data, and the base_url and credentials it printed."""
-    command = [sys.executable, "-m", "marketo_source.sandbox", "--port", "0", "--leads", "20", "--activities", "300",
-               *CREDENTIALS, *options]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    """A sandbox CLI process with small data on a free port, and the settings it printed for the source."""
+    process = subprocess.Popen([*SANDBOX, "--port", "0", *SMALL, *CREDENTIALS, *options], stdout=subprocess.PIPE,
+                               text=True)
     assert process.stdout is not None  # a pipe, as asked
     try:
-        yield process, dict(process.stdout.readline().strip().split("=", 1) for _ in range(3))
+        assert process.stdout.readline().startswith("Marketo sandbox serving at http://127.0.0.1:")
+        exported = _exported([process.stdout.readline() for _ in range(3)])
+        assert set(exported) == {f"{PREFIX}{name}" for name in ("BASE_URL", "CLIENT_ID", "CLIENT_SECRET")}
+        yield process, {name.removeprefix(PREFIX).lower(): value for name, value in exported.items()}
     finally:
         process.kill()
         process.stdout.close()
 
 
+def _exported(lines: list[str]) -> dict[str, str]:
+    """What `export NAME=value` lines set, read as a shell reads them."""
+    settings = {}
+    for line in lines:
+        export, assignment = shlex.split(line)
+        assert export == "export"
+        name, value = assignment.split("=", 1)
+        settings[name] = value
+    return settings
+
+
 def _session(printed: dict[str, str]) -> requests.Session:
     token = requests.get(f"{printed['base_url']}/identity/oauth/token", timeout=10, params={
-        "grant_type": "client_credentials", "client_id": "cli-id", "client_secret": "cli-secret"}).json()
+        "grant_type": "client_credentials", "client_id": printed["client_id"],
+        "client_secret": printed["client_secret"]}).json()
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token['access_token']}"
     return session
@@ -82,3 +104,44 @@ def test_cli_token_order_defaults_to_commit_and_refuses_other_values() -> None:
     assert parse_args(["--token-order", "date"]).token_order == "date"
     with pytest.raises(SystemExit):
         parse_args(["--token-order", "position"])
+
+
+def test_cli_prints_settings_a_shell_reads_back_however_odd_the_secret() -> None:
+    secret = "it's $HOME & \"more\""
+    with _serving("--client-secret", secret) as (_, printed):
+        assert printed["client_secret"] == secret
+        assert _session(printed).get(f"{printed['base_url']}/rest/v1/activities/types.json", timeout=10).json()[
+            "success"]
+
+
+def test_cli_help_describes_every_option_and_shows_its_default() -> None:
+    wide = {**os.environ, "COLUMNS": "1000"}  # no line breaks inside a default such as sandbox-client-id
+    printed = subprocess.run([*SANDBOX, "--help"], capture_output=True, text=True, check=True, env=wide).stdout
+    shown = " ".join(printed.split())
+    options = [action for action in argument_parser()._actions if action.dest != "help"]
+    assert len(options) == 21
+    for action in options:
+        assert action.help, action.option_strings
+        described = f"{action.option_strings[0]} {action.metavar or action.dest.upper()} {action.help}"
+        if action.nargs == 0:  # a flag: no value to show
+            described = f"{action.option_strings[0]} {action.help}"
+        elif action.choices:
+            described = f"{action.option_strings[0]} {{{','.join(action.choices)}}} {action.help}"
+        assert described in shown
+        if action.default is not None and action.default is not False:
+            assert f"{described} (default: {action.default})" in shown
+
+
+def test_cli_listens_on_a_fixed_port_by_default() -> None:
+    assert parse_args([]).port == 8765 and parse_args(["--port", "0"]).port == 0
+
+
+def test_cli_names_port_in_one_line_when_the_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        finished = subprocess.run([*SANDBOX, "--port", str(port), *SMALL], capture_output=True, text=True, timeout=60)
+    assert finished.returncode != 0 and finished.stdout == ""
+    assert finished.stderr.startswith(f"--port: cannot listen on 127.0.0.1:{port} (")
+    assert "--port 0 picks a free one" in finished.stderr and len(finished.stderr.splitlines()) == 1

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import itertools
+from collections import Counter, defaultdict
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from marketo_source.sandbox import DataSpec, MarketoSandbox
+
+from sandbox_helpers import StartSandbox
 
 SPEC = DataSpec(seed=11, leads=100, activities=6000, start_date="2026-10-01T00:00:00Z")
 
@@ -87,3 +92,60 @@ def test_change_data_value_names_the_changed_field(truth: dict[str, Any]) -> Non
     first = by_guid[changes[0]["marketoGUID"]]
     assert first["primaryAttributeValue"] == fields[changes[0]["fields"][0]["name"]]["displayName"]
     assert {"New Value", "Reason", "Source"} <= {a["name"] for a in first["attributes"]}
+
+
+EMAIL_STEPS = (6, 7, 10, 11)  # Send Email, Email Delivered, Open Email, Click Email
+
+
+def _utc(activity_date: str) -> datetime:
+    return datetime.fromisoformat(activity_date).astimezone(timezone.utc)
+
+
+def _week(activity_date: str) -> date:
+    """The Monday (UTC) starting the week of an activityDate."""
+    day = _utc(activity_date).date()
+    return day - timedelta(days=day.weekday())
+
+
+def _funnel_breaks(activities: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Each point where an email step outnumbers the step before it, for one email, lead and week.
+
+    Walking each (lead, Mailing ID, week)'s steps in date order, a later step first among equal dates,
+    every Email Delivered needs an earlier Send Email not yet delivered, and so on down the funnel.
+    """
+    by_email: dict[tuple[Any, ...], list[tuple[datetime, int]]] = defaultdict(list)
+    for record in activities:
+        if record["activityTypeId"] in EMAIL_STEPS:
+            key = (record["leadId"], record["primaryAttributeValueId"], _week(record["activityDate"]))
+            by_email[key].append((_utc(record["activityDate"]), -EMAIL_STEPS.index(record["activityTypeId"])))
+    breaks = []
+    for key, steps in by_email.items():
+        counts = [0] * len(EMAIL_STEPS)
+        for when, negative_rank in sorted(steps):
+            counts[-negative_rank] += 1
+            if any(later > earlier for earlier, later in itertools.pairwise(counts)):
+                breaks.append((key, when, tuple(counts)))
+    return breaks
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 11, 29])
+def test_email_steps_follow_their_send_for_the_same_email_and_lead_in_its_week(seed: int) -> None:
+    truth = MarketoSandbox(data=replace(SPEC, seed=seed)).ground_truth()
+    assert _funnel_breaks(truth["activities"]) == []
+    weeks: Counter[tuple[date, int]] = Counter(
+        (_week(r["activityDate"]), r["activityTypeId"]) for r in truth["activities"]
+        if r["activityTypeId"] in EMAIL_STEPS)
+    for week in {week for week, _ in weeks}:
+        counts = [weeks[(week, step)] for step in EMAIL_STEPS]
+        assert counts == sorted(counts, reverse=True), (week, counts)
+    assert all(weeks[(week, 11)] for week, _ in weeks if weeks[(week, 6)] > 50), "every full week has clicks"
+
+
+def test_added_email_steps_keep_the_funnel(start_sandbox: StartSandbox) -> None:
+    sandbox = start_sandbox(data=replace(SPEC, start_date=None, days=3))
+    for _ in range(5):
+        sandbox.add_activities(new=200, late=200)
+    activities = sandbox.ground_truth()["activities"]
+    added = Counter(r["activityTypeId"] for r in activities[SPEC.activities:])  # the log is in commit order
+    assert all(added[step] for step in EMAIL_STEPS), added
+    assert _funnel_breaks(activities) == []
