@@ -178,22 +178,18 @@ class _Block:
         except duckdb.Error:  # a row's attributes begin as a JSON object but are not one
             block.rejects += self._set_aside(self._not_objects(), NOT_AN_OBJECT)
             names = self._attribute_names()
-        # DuckDB reads the attributes as they are, a type's rows at a time; the base columns put
-        # the rows of a type side by side (a stable sort keeps the file's order, as DuckDB's scan
-        # does), so that each table takes a slice of them.
-        self.connection.register(_ROWS, self._scan_table())
-        try:
-            self._take(pc.sort_indices(self.base["activity_type_id"][0]))
-            runs = pc.value_counts(self.base["activity_type_id"][0])  # of sorted ids: in their order
-            begin = 0
-            counts: List[Any] = runs.field("counts").to_pylist()
-            for type_id, count in zip(runs.field("values").to_pylist(), counts, strict=True):
-                table_name, layout = self.tables.table_of(type_id)
-                rows = _TypeRows(self, begin, count, type_id, layout)
-                block.tables[table_name] = rows.table(names.get(type_id, []))
-                begin += count
-        finally:
-            self.connection.unregister(_ROWS)
+        # The rows of a type side by side (a stable sort keeps the file's order), so that each table
+        # takes a slice of the block's columns and of the attribute values DuckDB extracts.
+        self._take(pc.sort_indices(self.base["activity_type_id"][0]))
+        values = self._attribute_values(names)
+        runs = pc.value_counts(self.base["activity_type_id"][0])  # of sorted ids: in their order
+        begin = 0
+        counts: List[Any] = runs.field("counts").to_pylist()
+        for type_id, count in zip(runs.field("values").to_pylist(), counts, strict=True):
+            table_name, layout = self.tables.table_of(type_id)
+            rows = _TypeRows(self, begin, count, layout)
+            block.tables[table_name] = rows.table(names.get(type_id, []), values.slice(begin, count))
+            begin += count
         return block
 
     def _keep(self, mask: Any) -> None:
@@ -203,6 +199,7 @@ class _Block:
         self.rows = len(self.base["activity_date"][0])
 
     def _take(self, indices: Any) -> None:
+        self.fields = {name: array.take(indices) for name, array in self.fields.items()}
         self.base = {column: (typed.take(indices), variants.take(indices) if variants is not None else None)
                      for column, (typed, variants) in self.base.items()}
 
@@ -237,35 +234,52 @@ class _Block:
             names.setdefault(type_id, []).append(str(name))
         return names
 
+    def _attribute_values(self, names: Dict[Any, List[str]]) -> Any:
+        """Per row, the JSON text of each attribute its type carries in this block (`names`), null
+        where the row lacks it."""
+        extracts = " ".join(
+            f"WHEN {'t IS NULL' if type_id is None else f't = {int(type_id)}'} THEN json_extract(a, "
+            f"[{', '.join(_sql_text(_pointer(name)) for name in type_names)}])"
+            for type_id, type_names in names.items()
+        )
+        if not extracts:
+            return pa.nulls(self.rows, pa.list_(pa.string()))
+        # DuckDB keeps the rows' order (preserve_insertion_order); sorting them again, were it not so,
+        # is cheaper than an ORDER BY that would move the values along.
+        answer = self._query(f"SELECT i, CASE {extracts} END AS v FROM {_ROWS}")
+        if not pc.all(pc.equal(answer["i"], pa.array(range(self.rows), pa.int64()))).as_py():
+            answer = answer.take(pc.sort_indices(answer["i"]))
+        return answer["v"].combine_chunks()
+
     def _query(self, sql: str) -> pa.Table:
+        """DuckDB's answer to `sql` over the block's rows, which it reads in place (see `_scan_table`)."""
         self.connection.register(_ROWS, self._scan_table())
         try:
-            return self.sql(sql)
+            answer: pa.Table = self.connection.sql(sql).to_arrow_table()
         finally:
             self.connection.unregister(_ROWS)
-
-    def sql(self, sql: str) -> pa.Table:
-        """DuckDB's answer to `sql`, an Arrow table."""
-        answer: pa.Table = self.connection.sql(sql).to_arrow_table()
         return answer
 
 
 class _TypeRows:
     """The rows of one activity type in a block, typed into its table's layout."""
 
-    def __init__(self, block: _Block, begin: int, count: int, type_id: Optional[int], layout: TableLayout) -> None:
+    def __init__(self, block: _Block, begin: int, count: int, layout: TableLayout) -> None:
         self.block = block
         self.begin = begin
         self.count = count
-        self.type_id = type_id
         self.layout = layout
         self.columns: Dict[str, TypedColumn] = {}
 
-    def table(self, names: List[str]) -> pa.Table:
-        """This type's rows in its layout, with the attributes `names` (those its rows carry)."""
+    def table(self, names: List[str], values: Any) -> pa.Table:
+        """This type's rows in its layout, with the attributes `names` (those its rows carry), whose
+        values are the JSON texts `values` (per row, one per name)."""
         columns = [self.layout.attribute_column(name) for name in names]
-        if names:
-            self._type_attributes(names, columns)
+        # Names that normalize to one column fill it together, the later name's value winning as in REST paging.
+        for index in reversed(range(len(names))):
+            data_type = self.layout.column_types[columns[index]]
+            typed = _JsonColumn(pc.list_element(values, index)).typed(data_type)
+            self.columns[columns[index]] = _coalesced(self.columns.get(columns[index]), typed)
         return self.layout.table(self._column)
 
     def _column(self, column: str, data_type: str) -> TypedColumn:
@@ -278,17 +292,6 @@ class _TypeRows:
 
     def _slice(self, array: Any) -> Any:
         return array.slice(self.begin, self.count)
-
-    def _type_attributes(self, names: List[str], columns: List[str]) -> None:
-        pointers = "[" + ", ".join(_sql_text(_pointer(name)) for name in names) + "]"
-        of_type = "t IS NULL" if self.type_id is None else f"t = {int(self.type_id)}"
-        query = f"SELECT json_extract(a, {pointers}) AS v FROM {_ROWS} WHERE {of_type} ORDER BY i"
-        values = self.block.sql(query)["v"].combine_chunks()
-        # Names that normalize to one column fill it together, the later name's value winning as in REST paging.
-        for index in reversed(range(len(names))):
-            data_type = self.layout.column_types[columns[index]]
-            typed = _JsonColumn(pc.list_element(values, index)).typed(data_type)
-            self.columns[columns[index]] = _coalesced(self.columns.get(columns[index]), typed)
 
 
 class _JsonColumn:
