@@ -11,7 +11,7 @@ Settings come from the arguments, `.dlt/config.toml` and `.dlt/secrets.toml` und
 """
 
 import logging
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import dlt
 from dlt.common.typing import TDataItem
@@ -19,6 +19,7 @@ from dlt.sources import DltResource
 
 from marketo_source import resources, settings
 from marketo_source.budget import RunBudget, daily_usage, stop_reason_for
+from marketo_source.bulk.reader import BulkHistoryReader
 from marketo_source.catalog import Catalog
 from marketo_source.client import MarketoClient
 from marketo_source.config import MarketoSourceConfiguration, signature_of
@@ -64,7 +65,8 @@ def marketo_resources(config: MarketoSourceConfiguration, history: Optional[Hist
     Args:
         config: The source's settings.
         history: Another reader of the history of scopes REST paging has not begun (see
-            `marketo_source.history`); None reads everything through REST paging.
+            `marketo_source.history`); None takes the one `backfill` asks for (Bulk Activity
+            Extract for "bulk" and "auto"), or reads everything through REST paging.
     """
     options = parse_read_options(config)
     daily = daily_usage(config.daily_call_limit)
@@ -82,8 +84,16 @@ def marketo_resources(config: MarketoSourceConfiguration, history: Optional[Hist
         ),
         late_commit_window=options.late_commit_window,
     )
+    catalog = Catalog(client)
+    reports: List[Dict[str, Any]] = []
+    if history is None and config.backfill != settings.DEFAULT_BACKFILL:
+        history = BulkHistoryReader(
+            client, catalog, options, config.backfill, config.bulk_poll_interval_s, config.bulk_daily_mb_limit,
+            budget, reports,
+        )
     run = resources.MarketoRun(
-        client, Catalog(client), options, scheduler, budget, RunProgress(client, budget, notices), history=history
+        client, catalog, options, scheduler, budget, RunProgress(client, budget, notices), history=history,
+        reports=reports,
     )
 
     def resource(read: Callable[[resources.MarketoRun], Iterator[TDataItem]], **hints: Any) -> DltResource:

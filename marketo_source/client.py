@@ -396,7 +396,7 @@ class MarketoClient:
         urgent call goes first when the rate limit makes calls wait.
         """
         query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
-        url = f"{self.rest_url}{path}"
+        url = self.url_of(path)
         if len(url) + 1 + len(query) > settings.MAX_GET_URL_BYTES:
             return self._call("POST", path, timeout, data=f"{query}&_method=GET", content_type=_FORM, urgent=urgent)
         return self._call("GET", path, timeout, params=query, urgent=urgent)
@@ -415,6 +415,11 @@ class MarketoClient:
                 (601, 602, 606, 615); any other transient failure raises `MarketoWriteUncertain`.
         """
         return self._call("POST", path, timeout, data=json.dumps(body), content_type=_JSON, idempotent=idempotent)
+
+    def url_of(self, path: str) -> str:
+        """The URL of an API path: Bulk Extract's paths (`/bulk/...`) lie under the instance root, the
+        others under `/rest`."""
+        return f"{self.base_url}{path}" if path.startswith(settings.BULK_PREFIX) else f"{self.rest_url}{path}"
 
     def _call(
         self,
@@ -481,7 +486,7 @@ class MarketoClient:
         try:
             with self.limiter.slot(urgent):
                 response = self._session().request(
-                    method, f"{self.rest_url}{path}", headers=headers, **request
+                    method, self.url_of(path), headers=headers, **request
                 )
         except _TRANSIENT_NETWORK_ERRORS as error:
             raise _Retry(type(error).__name__) from None
@@ -513,7 +518,7 @@ class MarketoClient:
     def _not_marketo(self, path: str, problem: str, code: Optional[str] = None) -> MarketoConfigurationError:
         """The error of an answer no Marketo REST endpoint gives: the base URL names something else."""
         return MarketoConfigurationError.of(
-            f"{self.section}.base_url", f"{self.rest_url}{path} {problem}", _BASE_URL_ADVICE, code=code, endpoint=path
+            f"{self.section}.base_url", f"{self.url_of(path)} {problem}", _BASE_URL_ADVICE, code=code, endpoint=path
         )
 
     def _session(self) -> Session:

@@ -139,7 +139,9 @@ class MarketoSourceConfiguration(MarketoConnection):
     backfill: str = settings.DEFAULT_BACKFILL
     """How the activities stream reads its history: "rest" (REST paging), "bulk" (Bulk Activity
     Extract, which spends an export quota of files rather than API calls, with REST paging reading
-    the newest part) or "auto" (the source chooses). Bulk reading is being built; only "rest" reads today."""
+    the newest part) or "auto" (bulk for a history longer than 7 days, REST paging when Marketo refuses
+    bulk export). Bulk reads only the unfiltered activities stream; see the README's "Backfill through
+    Bulk Activity Extract"."""
     bulk_poll_interval_s: float = settings.DEFAULT_BULK_POLL_INTERVAL_S
     """With bulk reading, seconds between two status reads of one export job (Marketo updates a
     job's status at most once a minute and asks not to poll more often)."""
@@ -156,9 +158,6 @@ class MarketoSourceConfiguration(MarketoConnection):
                 "backfill", f"{self.backfill!r} is not one of {', '.join(settings.BACKFILL_READERS)}",
                 "give rest (REST paging), bulk (Bulk Activity Extract) or auto",
             )
-        if self.backfill != settings.DEFAULT_BACKFILL:
-            logger.warning("backfill: %r is being built; this release reads every history through REST paging",
-                           self.backfill)
         if not _is_number(self.bulk_poll_interval_s) or self.bulk_poll_interval_s <= 0:
             raise MarketoConfigurationError.of(
                 "bulk_poll_interval_s", f"{self.bulk_poll_interval_s!r} is not a positive number of seconds",

@@ -21,14 +21,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Protocol
 
+import pyarrow as pa
+
+from marketo_source.schema import Rejects
 from marketo_source.state import HistoryClaim
 
 
 @dataclass
 class HistoryBatch:
-    """Records another reader read, rendered as Get Lead Activities renders them, and how far it got."""
+    """What another reader read, and how far it got: records rendered as Get Lead Activities renders
+    them, or rows already in their tables (as a bulk export file is read, without a record each)."""
 
     records: List[Dict[str, Any]]
+    tables: Mapping[str, pa.Table] = field(default_factory=dict)
+    """Rows in the stream's tables, by table name, typed as the stream types its records."""
+    rejects: Rejects = field(default_factory=list)
+    """Rows set aside as they were read (see `schema.Rejects`)."""
     progress: Mapping[str, Any] = field(default_factory=dict)
     """The reader's progress once this batch is handed on."""
     done: bool = False

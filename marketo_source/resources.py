@@ -8,10 +8,11 @@ stops cleanly: what was read is loaded and the state points just after the last 
 """
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import dlt
 from dlt.common.typing import TDataItem
@@ -258,18 +259,27 @@ class _Stream:
         # counter in dlt's progress would stand at 0 beside the rows of the stream's real tables.
         yield None
         histories = [self._history(scope, claim) for scope, claim in self.claims.items()]
-        for item in _alternate([iter(stream_pages), *histories]):
+        paged: List[bool] = []
+        for item in _alternate([_then_mark(stream_pages, paged), *histories]):
             if item is None:
+                if paged:  # only other readers are left, waiting on Marketo: not a busy loop
+                    time.sleep(_IDLE_S)
                 yield None
                 continue
+            records_before = report.records
             records = self._account(report, item)
-            run.progress.page(self.name, len(records))
+            run.progress.page(self.name, report.records - records_before)
             run.refresh_daily_usage()
             keyed, rejects = split_unkeyed(records)
             for table_name, table_records in tables.route(keyed):
                 for full_table, full_rows in buffer.add(table_name, table_records):
                     yield from _rows(report, full_table, full_rows)
             yield from _set_aside(report, rejects)
+            if isinstance(item, HistoryBatch):
+                # Rows another reader hands over already in their tables go to dlt as they are.
+                for table_name, table in item.tables.items():
+                    yield to_table(table, table_name)
+                yield from _set_aside(report, list(item.rejects))
             yield None
         for table_name, rows in buffer.drain():
             yield from _rows(report, table_name, rows)
@@ -287,6 +297,8 @@ class _Stream:
 
     def _account(self, report: StreamReport, item: Union[Page, HistoryBatch]) -> Records:
         report.records += len(item.records)
+        if isinstance(item, HistoryBatch):
+            report.records += sum(table.num_rows for table in item.tables.values()) + len(item.rejects)
         if isinstance(item, Page):
             report.pages += 1
             if item.reread is not None:
@@ -321,6 +333,15 @@ def _alternate(sources: List[Iterator[Any]]) -> Iterator[Any]:
 
 
 _EXHAUSTED = object()
+_IDLE_S = 0.01
+"""Seconds a stream whose pages are all read pauses between two rounds in which other readers of
+its history had nothing ready."""
+
+
+def _then_mark(source: Iterable[Any], ended: List[bool]) -> Iterator[Any]:
+    """The items of `source`; once it is exhausted, `ended` holds True."""
+    yield from source
+    ended.append(True)
 
 
 def finish_stream(

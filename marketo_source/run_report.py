@@ -28,6 +28,10 @@ _COLUMN_TYPES = {str: "text", datetime: "timestamp", int: "bigint"}
 REPORT_COLUMNS: Dict[str, str] = {
     item.name: _COLUMN_TYPES[next(t for t in (item.type, *get_args(item.type)) if t in _COLUMN_TYPES)]
     for item in fields(LastRun)
+} | {
+    # The bulk side's row (stream `activities_bulk`) only; null in the streams' rows.
+    "bulk_jobs_created": "bigint", "bulk_jobs_adopted": "bigint", "bulk_jobs_recreated": "bigint",
+    "bulk_bytes": "bigint", "bulk_wait_s": "double",
 }
 """The columns of `marketo_run_reports`, declared so that a column empty in every row still exists."""
 

@@ -3,6 +3,8 @@
 from typing import Dict, FrozenSet, Optional
 
 REST_PREFIX = "/rest"
+BULK_PREFIX = "/bulk/"
+"""Bulk Extract's paths lie under the instance root, not under `REST_PREFIX`."""
 IDENTITY_PATH = "/identity/oauth/token"
 
 ACTIVITY_TYPES_PATH = "/v1/activities/types.json"
