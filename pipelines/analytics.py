@@ -70,8 +70,9 @@ def _busiest_lead(db: duckdb.DuckDBPyConnection, dataset: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database", default="marketo_sandbox.duckdb")
-    parser.add_argument("--dataset", default="marketo")
+    parser.add_argument("--database", default="marketo_sandbox.duckdb",
+                        help="the DuckDB file the pipeline loaded (default: marketo_sandbox.duckdb, the demo's)")
+    parser.add_argument("--dataset", default="marketo", help="the dataset (schema) it loaded (default: marketo)")
     parser.add_argument("--lead-id", type=int, help="default: the lead with the most field changes")
     args = parser.parse_args()
     with duckdb.connect(args.database, read_only=True) as db:
