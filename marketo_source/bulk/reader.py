@@ -14,7 +14,10 @@ and under either reading every activity dated before the hand-over point is then
 
 The reader never waits: between two things to do it yields None, so that the stream hands REST
 pages on meanwhile. Progress (`jobs.Progress`) is saved in the claim whenever it changes, so a run
-that ends with jobs queued or processing leaves them to the next run, which adopts them.
+that ends with jobs queued or processing leaves them to the next run, which adopts them. dlt saves
+the claim only with a load package, so the claim and each job are also written to a journal in
+the pipeline's working folder (`journal`) as they come, and a run that follows a killed one adopts
+the killed run's jobs from there.
 """
 
 import logging
@@ -34,6 +37,7 @@ from marketo_source.bulk import quota
 from marketo_source.bulk.csv_file import read_export
 from marketo_source.bulk.download import ExportFile, download_export
 from marketo_source.bulk.jobs import AT_MARKETO, PLANNED_AGAIN, WAITING, Job, Progress, Stage, enqueue_slots
+from marketo_source.bulk.journal import ClaimKey, Journal, merged
 from marketo_source.catalog import Catalog
 from marketo_source.client import MarketoClient
 from marketo_source.errors import (
@@ -160,6 +164,7 @@ class BulkHistoryReader:
         self._pause_message: Optional[str] = None
         self._enqueue_refused_at: Optional[datetime] = None
         """When Marketo last answered that its queue is full."""
+        self._journal: Optional[Journal] = None
 
     # -- HistoryReader ----------------------------------------------------------------------
 
@@ -174,6 +179,13 @@ class BulkHistoryReader:
         if self.options.list_id is not None or self.options.lead_ids:
             logger.info("backfill: bulk export takes no lead or list filter; REST paging reads %s", scope)
             return None
+        key = self._key(stream, scope, start)
+        entry = self.journal.find(key)
+        if entry is not None and entry.until <= latest_until:
+            # A killed run claimed this history: its hand-over point keeps its jobs' windows.
+            logger.info("backfill: bulk export goes on with the claim of a run that did not end, up to %s",
+                        entry.until.isoformat())
+            return entry.until
         if latest_until - start <= MIN_HISTORY[self.mode]:
             logger.info("backfill: the history from %s is %s or shorter; REST paging reads it",
                         start.isoformat(), MIN_HISTORY[self.mode])
@@ -182,8 +194,10 @@ class BulkHistoryReader:
         if not progress.type_ids:
             return None
         report = BulkReport(position_from=start, calls_from=self._bulk_calls())
+        journaled = _Journaled(self.journal, key, latest_until)
+        journaled.note(progress)
         try:
-            progress = self._plan_and_create(progress, report)
+            progress = self._plan_and_create(progress, report, journaled)
         except _Stop as stop:  # a run bound or a lasting failure: the jobs are created by the reads to come
             logger.warning("%s: no job created yet: %s", REPORT_STREAM, stop.reason.message)
         except MarketoError as error:
@@ -211,9 +225,14 @@ class BulkHistoryReader:
         else:
             progress = Progress.from_json(claim.progress) if saved else self._begin(claim.start, claim.until)
             report = BulkReport(position_from=_position(progress, claim), calls_from=self._bulk_calls())
+        journaled = _Journaled(self.journal, self._key(stream, scope, claim.start), claim.until)
+        entry = self.journal.find(journaled.key)
+        if entry is not None and entry.until == claim.until:
+            progress = merged(progress, entry.progress)
+        adopt = any(job.export_id for job in progress.jobs) and begun is None
         work_dir = Path(tempfile.mkdtemp(prefix="marketo-bulk-"))
         try:
-            yield from self._reading(progress, claim, report, saved, work_dir)
+            yield from self._reading(progress, claim, report, adopt, journaled, work_dir)
         except _Stop as stop:
             report.stopped = stop.reason
             logger.warning("%s stopped for this run: %s", REPORT_STREAM, stop.reason.message)
@@ -221,6 +240,16 @@ class BulkHistoryReader:
             shutil.rmtree(work_dir, ignore_errors=True)
         latest = Progress.from_json(self._last_saved) if self._last_saved is not None else progress
         self.reports.append(report.row(self._bulk_calls() - report.calls_from, _position(latest, claim)))
+
+    @property
+    def journal(self) -> Journal:
+        """The journal of the running pipeline, found when first needed: dlt activates it for extract."""
+        if self._journal is None:
+            self._journal = Journal.of_pipeline()
+        return self._journal
+
+    def _key(self, stream: str, scope: str, start: datetime) -> ClaimKey:
+        return ClaimKey(stream, scope, start, self.client.base_url)
 
     def _begin(self, start: datetime, hand_over: datetime) -> Progress:
         """The progress of a claim not read yet: its windows and the stream's types."""
@@ -230,13 +259,14 @@ class BulkHistoryReader:
     # -- the loop ---------------------------------------------------------------------------
 
     def _reading(
-        self, progress: Progress, claim: HistoryClaim, report: BulkReport, saved: bool, work_dir: Path
+        self, progress: Progress, claim: HistoryClaim, report: BulkReport, adopt: bool, journaled: "_Journaled",
+        work_dir: Path,
     ) -> Iterator[Optional[HistoryBatch]]:
         tables = ActivityTables(self.catalog.activity_types)
         now = _now()
-        if saved:
+        if adopt:
             progress = self._adopted(progress, now, report)
-        yield self._saved(progress)
+        yield self._saved(progress, journaled)
         ticked = time.monotonic()
         while not progress.done:
             self._check_budget()
@@ -246,7 +276,7 @@ class BulkHistoryReader:
             ticked = time.monotonic()
             before = progress
             if progress.may_export(now):
-                progress = self._plan_and_create(progress, report)
+                progress = self._plan_and_create(progress, report, journaled)
             for job in progress.due(now, self.interval):
                 progress = self._polled(progress, job, now, report)
             completed = next((job for job in progress.jobs if job.stage is Stage.COMPLETED), None)
@@ -255,12 +285,13 @@ class BulkHistoryReader:
             elif not progress.may_export(now) and not any(job.stage in _DELIVERING for job in progress.jobs):
                 raise _Stop(StopReason("quota", self._pause_message or quota.quota_exceeded(now).message))
             if progress != before:
-                yield self._saved(progress)
+                yield self._saved(progress, journaled)
             else:
                 yield None
 
-    def _saved(self, progress: Progress) -> HistoryBatch:
-        """A batch without rows that saves `progress` in the claim."""
+    def _saved(self, progress: Progress, journaled: "_Journaled") -> HistoryBatch:
+        """A batch without rows that saves `progress` in the claim (and in the journal first)."""
+        journaled.note(progress)
         self._last_saved = progress.to_json()
         return HistoryBatch([], progress=self._last_saved, done=progress.done)
 
@@ -280,8 +311,10 @@ class BulkHistoryReader:
         report.jobs_adopted = sum(1 for job in progress.jobs if job.export_id and job.stage in AT_MARKETO)
         return progress
 
-    def _plan_and_create(self, progress: Progress, report: BulkReport) -> Progress:
-        """Plans what today's budget allows, creates the planned jobs and enqueues the created ones."""
+    def _plan_and_create(self, progress: Progress, report: BulkReport, journaled: "_Journaled") -> Progress:
+        """Plans what today's budget allows, creates the planned jobs and enqueues the created ones.
+
+        Each created job is journaled as soon as Marketo answered, before anything else may fail."""
         now = _now()
         if not _wants_queue(progress):
             return progress
@@ -303,6 +336,7 @@ class BulkHistoryReader:
                     raise
                 return self._paused(progress, quota.quota_exceeded(now))
             progress = progress.with_job(job.created(str(answer["exportId"])))
+            journaled.note(progress)
             report.jobs_created += 1
             report.jobs_recreated += 1 if job.attempts else 0
         refused = self._enqueue_refused_at
@@ -423,6 +457,18 @@ class BulkHistoryReader:
 
     def _bulk_calls(self) -> int:
         return sum(count for path, count in self.client.calls.items() if path.startswith(settings.BULK_PREFIX))
+
+
+@dataclass(frozen=True)
+class _Journaled:
+    """Where a claim's progress is journaled."""
+
+    journal: Journal
+    key: ClaimKey
+    until: datetime
+
+    def note(self, progress: Progress) -> None:
+        self.journal.record(self.key, self.until, progress, _now())
 
 
 def _wants_queue(progress: Progress) -> bool:
