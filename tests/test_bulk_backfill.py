@@ -7,6 +7,7 @@ order its paging tokens keep. Rows from export files carry no `id` (the files ha
 ground truth is compared without `id` for the activities dated before the hand-over point.
 """
 
+import json
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -16,7 +17,7 @@ from typing import Any, Callable, Dict, List, Set, Tuple
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from marketo_source.bulk import reader
+from marketo_source.bulk import journal, reader
 from marketo_source.sandbox import BulkSpec, DataSpec, Fault, Limits, MarketoSandbox
 from marketo_source.sandbox.paging import TokenOrder
 from marketo_source.settings import DEDICATED_STREAM_TYPE_IDS, RUN_REPORTS_TABLE
@@ -99,6 +100,13 @@ def assert_exact(pipeline: Any, sandbox: MarketoSandbox) -> None:
 
 def bulk_rows(pipeline: Any) -> List[Dict[str, Any]]:
     return [row for row in table_rows(pipeline, RUN_REPORTS_TABLE) if row["stream"] == reader.REPORT_STREAM]
+
+
+def journal_entries(pipeline: Any) -> List[Dict[str, Any]]:
+    """The entries of the bulk journal in the pipeline's working folder."""
+    path = Path(pipeline.working_dir) / journal.FILE_NAME
+    entries: List[Dict[str, Any]] = json.loads(path.read_text())["entries"] if path.exists() else []
+    return entries
 
 
 def jobs_per_window(sandbox: MarketoSandbox) -> Counter[Tuple[int, int]]:
@@ -249,6 +257,7 @@ def test_auto_falls_back_to_rest_paging_when_marketo_refuses_bulk_export(
         assert "Marketo refused Bulk Activity Extract" in caplog.text
         assert "history" not in pipeline.state["sources"]["marketo"]["resources"]["activities"]
         assert not sandbox.bulk_jobs() and not bulk_rows(pipeline)
+        assert not journal_entries(pipeline), "a refused claim is not left to the next run"
         assert_every_table_matches(pipeline, sandbox)
 
 
@@ -277,3 +286,4 @@ def test_a_run_killed_while_jobs_are_in_flight_is_followed_by_an_exact_run(tmp_p
         per_window = jobs_per_window(sandbox)
         assert len(per_window) == 7 and set(per_window.values()) == {1}, per_window
         assert bulk_rows(pipeline)[-1]["bulk_jobs_adopted"] == len(in_flight)
+        assert [entry["done"] for entry in journal_entries(pipeline)] == [True]

@@ -118,3 +118,12 @@ def test_a_journal_of_another_plan_or_with_overlapping_types_is_not_used() -> No
     assert merged(other_types, journaled) == other_types
     split = replace(planned(), jobs=(Job(planned().windows[0], (1,)), *planned().jobs[1:]))
     assert merged(split, journaled) == split
+
+
+def test_a_forgotten_claim_is_not_found_and_the_others_stay(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    other = replace(KEY, scope="list:1")
+    journal.record(KEY, HAND_OVER, planned(), NOW)
+    journal.record(other, HAND_OVER, planned(), NOW)
+    journal.forget(KEY)
+    assert journal.find(KEY) is None and journal.find(other) is not None

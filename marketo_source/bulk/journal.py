@@ -104,7 +104,13 @@ class Journal:
                  "until": until.isoformat(), "done": progress.done, "written_at": now.isoformat(),
                  "progress": recorded.to_json()}
         entries = [s for s in entries if not key.matches(s) and not _outlived(s, now)] + [entry]
-        _write_atomically(self.path, json.dumps({"entries": entries}, indent=1))
+        _write_atomically(self.path, json.dumps({"entries": entries}))
+
+    def forget(self, key: ClaimKey) -> None:
+        """Drops a claim's entry: the claim was given up before it was saved."""
+        entries = self._entries()
+        if self.path is not None and any(key.matches(saved) for saved in entries):
+            _write_atomically(self.path, json.dumps({"entries": [s for s in entries if not key.matches(s)]}))
 
     def _entries(self) -> List[Dict[str, Any]]:
         if self.path is None or not self.path.exists():

@@ -203,6 +203,7 @@ class BulkHistoryReader:
         except MarketoError as error:
             if error.code not in REFUSED_CODES:
                 raise
+            self.journal.forget(key)  # nothing was created: the next run asks Marketo again
             if self.mode == "bulk":
                 raise MarketoConfigurationError.of(
                     "backfill", f"Marketo refused Bulk Activity Extract ({error})",
