@@ -127,3 +127,12 @@ def test_a_forgotten_claim_is_not_found_and_the_others_stay(tmp_path: Path) -> N
     journal.record(other, HAND_OVER, planned(), NOW)
     journal.forget(KEY)
     assert journal.find(KEY) is None and journal.find(other) is not None
+
+
+def test_a_journal_that_cannot_be_written_warns_and_the_run_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / FILE_NAME).mkdir()  # a folder where the file should be: the rename fails
+    Journal(tmp_path).record(KEY, HAND_OVER, planned(), NOW)
+    assert "cannot be written" in caplog.text
+    assert [path.name for path in tmp_path.iterdir()] == [FILE_NAME]

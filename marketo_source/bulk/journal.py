@@ -104,13 +104,22 @@ class Journal:
                  "until": until.isoformat(), "done": progress.done, "written_at": now.isoformat(),
                  "progress": recorded.to_json()}
         entries = [s for s in entries if not key.matches(s) and not _outlived(s, now)] + [entry]
-        _write_atomically(self.path, json.dumps({"entries": entries}))
+        self._write(entries)
 
     def forget(self, key: ClaimKey) -> None:
         """Drops a claim's entry: the claim was given up before it was saved."""
         entries = self._entries()
         if self.path is not None and any(key.matches(saved) for saved in entries):
-            _write_atomically(self.path, json.dumps({"entries": [s for s in entries if not key.matches(s)]}))
+            self._write([s for s in entries if not key.matches(s)])
+
+    def _write(self, entries: List[Dict[str, Any]]) -> None:
+        assert self.path is not None
+        try:
+            _write_atomically(self.path, json.dumps({"entries": entries}))
+        except OSError as error:
+            # The journal only spares export quota after a kill: the run goes on without it.
+            logger.warning("bulk journal %s cannot be written (%s); a killed run's jobs would be created again",
+                           self.path, error)
 
     def _entries(self) -> List[Dict[str, Any]]:
         if self.path is None or not self.path.exists():

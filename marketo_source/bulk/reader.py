@@ -172,7 +172,8 @@ class BulkHistoryReader:
         """Claims [start, latest_until) of the unfiltered activities when it is long enough (`MIN_HISTORY`).
 
         The first job is created here: a Marketo that refuses Bulk Extract (603, 1035) leaves the
-        history to REST paging with `auto`, and is a configuration error with `bulk`.
+        history to REST paging with `auto`, and is a configuration error with `bulk`. A claim the
+        journal holds from a run that did not end is taken as it was, hand-over point included.
         """
         if stream != "activities":
             return None  # deleted leads: Marketo cannot export Delete Lead; lead changes: REST paging
