@@ -87,6 +87,13 @@ def argument_parser() -> argparse.ArgumentParser:
     bulk = parser.add_argument_group("bulk export")
     bulk.add_argument("--bulk-created-at", choices=CREATED_AT_READINGS, default="activity_date",
                       help="what a bulk export's createdAt filter compares, which Marketo does not document")
+    bulk.add_argument("--bulk-queue", type=float, default=BulkSpec.queue_s,
+                      help="seconds an enqueued export job waits before it may start processing")
+    bulk.add_argument("--bulk-processing", type=float, default=BulkSpec.processing_s,
+                      help="seconds an export job processes before it completes")
+    bulk.add_argument("--bulk-status-interval", type=float, default=BulkSpec.status_interval_s,
+                      help="export jobs' stages show in status answers only at multiples of this many seconds "
+                           "(Marketo: 60)")
     return parser
 
 
@@ -105,7 +112,8 @@ def build_sandbox(args: argparse.Namespace) -> MarketoSandbox:
     return MarketoSandbox(data=data, limits=limits, token_ttl_s=args.token_ttl, block_size=args.block_size,
                           host=args.host, port=args.port, client_id=args.client_id, client_secret=args.client_secret,
                           paging_token_ttl_s=args.paging_token_ttl, token_order=args.token_order,
-                          bulk=BulkSpec(created_at=args.bulk_created_at))
+                          bulk=BulkSpec(queue_s=args.bulk_queue, processing_s=args.bulk_processing,
+                                        status_interval_s=args.bulk_status_interval, created_at=args.bulk_created_at))
 
 
 def source_settings(sandbox: MarketoSandbox) -> list[str]:

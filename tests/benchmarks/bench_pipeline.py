@@ -111,10 +111,10 @@ def thousands(count: int) -> str:
     return f"{count // 1_000_000}M" if count % 1_000_000 == 0 else f"{count // 1000}k"
 
 
-def start_date() -> str:
-    """The span's start: midnight UTC `DAYS` days ago, as the sandbox generates by default."""
+def start_date(days: int = DAYS) -> str:
+    """The span's start: midnight UTC `days` days ago, as the sandbox generates by default."""
     midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (midnight - timedelta(days=DAYS)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (midnight - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sandbox_options(activities: int, **overrides: Any) -> SandboxOptions:

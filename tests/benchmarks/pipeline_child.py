@@ -22,6 +22,10 @@ DATA_TABLES = ("lead_changes", "deleted_leads")
 METADATA_TABLES = ("activity_types", "activity_type_attributes")
 """Tables holding one row per activity record are activity_* (but the metadata tables) and DATA_TABLES;
 lead_field_changes holds one row per changed field."""
+BACKFILL_SETTINGS = ("backfill", "bulk_poll_interval_s")
+"""Settings of the source's history reading that the config may give."""
+REPORT_COLUMNS = ("stream", "records", "calls", "bulk_jobs_created", "bulk_bytes", "bulk_wait_s", "stopped")
+"""The columns of marketo_run_reports the benchmarks read."""
 
 
 def _status_mb(field: str) -> float:
@@ -51,13 +55,15 @@ def run_pipeline(config: Dict[str, Any]) -> Dict[str, Any]:
 
     Args:
         config: base_url, client_id, client_secret, start_date, rate_limit_calls,
-            rate_limit_period_s, max_concurrency, workdir and, optionally, activity_type_ids and
-            time_slices.
+            rate_limit_period_s, max_concurrency, workdir and, optionally, activity_type_ids,
+            time_slices, backfill, bulk_poll_interval_s and count_tables (true: count the rows each
+            table holds after the load).
 
     Returns:
         Seconds and CPU seconds per step, rows per table, activity rows, the source's calls per path,
         stops, Arrow's allocator, the RSS after imports and the peak RSS, overall and per step
-        (VmHWM, reset after each step).
+        (VmHWM, reset after each step); with count_tables, `table_rows` (rows each table holds) and
+        `run_reports` (the rows of marketo_run_reports).
     """
     # First, so that Arrow's allocator is the one the pipeline script chooses (unless the
     # environment names one: the benchmark's --arrow-allocator).
@@ -76,6 +82,7 @@ def run_pipeline(config: Dict[str, Any]) -> Dict[str, Any]:
         start_date=config["start_date"], rate_limit_calls=config["rate_limit_calls"],
         rate_limit_period_s=config["rate_limit_period_s"], max_concurrency=config["max_concurrency"],
         activity_type_ids=config.get("activity_type_ids"), time_slices=config.get("time_slices", False),
+        **{name: config[name] for name in BACKFILL_SETTINGS if name in config},
     )
     pipeline = dlt.pipeline(pipeline_name="marketo_bench", pipelines_dir=str(workdir / "pipelines"),
                             destination=duckdb_destination(str(workdir / "bench.duckdb"), **_memory_limit()),
@@ -87,8 +94,9 @@ def run_pipeline(config: Dict[str, Any]) -> Dict[str, Any]:
     state = pipeline.state.get("sources", {}).get("marketo", {})
     last_runs = {name: r["last_run"] for name, r in state.get("resources", {}).items() if "last_run" in r}
     stops = {name: run["stopped"] for name, run in last_runs.items() if run["stopped"]}
+    held = _held_rows(pipeline) if config.get("count_tables") else {}
     return {
-        **{f"{step}_s": value for step, value in seconds.items()}, "total_s": sum(seconds.values()),
+        **held, **{f"{step}_s": value for step, value in seconds.items()}, "total_s": sum(seconds.values()),
         "cpu_s": cpu_seconds, "total_cpu_s": sum(cpu_seconds.values()),
         "rows": row_counts, "activity_rows": _activity_rows(row_counts),
         "calls": state.get("last_run_calls", {}), "stops": stops, "baseline_rss_mb": baseline_rss,
@@ -97,6 +105,21 @@ def run_pipeline(config: Dict[str, Any]) -> Dict[str, Any]:
         "peak_rss_mb": max(step_peaks.values()) if per_step else step_peaks["load"],
         "step_peak_rss_mb": step_peaks if per_step else None,
     }
+
+
+def _held_rows(pipeline: Any) -> Dict[str, Any]:
+    """The rows each data table holds after the load (merge keeps one per key), and the run reports."""
+    from marketo_source.settings import RUN_REPORTS_TABLE
+
+    with pipeline.sql_client() as client:
+        def query(sql: str, table: str) -> List[Tuple[Any, ...]]:
+            return list(client.execute_sql(sql.format(client.make_qualified_table_name(table))))
+
+        counts = {table: query("select count(*) from {}", table)[0][0]
+                  for table in pipeline.default_schema.data_table_names()}
+        reports = [dict(zip(REPORT_COLUMNS, row, strict=True))
+                   for row in query(f"select {', '.join(REPORT_COLUMNS)} from {{}}", RUN_REPORTS_TABLE)]
+    return {"table_rows": counts, "run_reports": reports}
 
 
 MEMORY_LIMIT_VARIABLE = "MARKETO_BENCH_DUCKDB_MEMORY_LIMIT"

@@ -17,6 +17,7 @@ from typing import Any, List, Optional
 
 import requests
 
+from marketo_source.sandbox import BulkSpec
 from marketo_source.sandbox.__main__ import read_source_settings
 
 HOST = "127.0.0.1"
@@ -40,6 +41,9 @@ class SandboxOptions:
         max_concurrent: Calls allowed in flight.
         daily_quota: Calls allowed in total.
         latency_s: Delay of every REST answer.
+        bulk_queue_s: Seconds an export job waits after enqueue.
+        bulk_processing_s: Seconds an export job processes.
+        bulk_status_interval_s: Export jobs' stages show at multiples of this many seconds.
     """
 
     activities: int
@@ -55,6 +59,9 @@ class SandboxOptions:
     max_concurrent: Optional[int] = None
     daily_quota: Optional[int] = None
     latency_s: float = 0.0
+    bulk_queue_s: float = BulkSpec.queue_s
+    bulk_processing_s: float = BulkSpec.processing_s
+    bulk_status_interval_s: float = BulkSpec.status_interval_s
 
     def command(self) -> List[str]:
         """The command line that starts this sandbox."""
@@ -69,6 +76,8 @@ class SandboxOptions:
             "--seed", str(self.seed), "--leads", str(self.leads), "--activities", str(self.activities),
             "--days", str(self.days), "--start-date", self.start_date, "--block-size", str(self.block_size),
             "--max-custom-types", str(self.max_custom_types), "--latency", str(self.latency_s),
+            "--bulk-queue", str(self.bulk_queue_s), "--bulk-processing", str(self.bulk_processing_s),
+            "--bulk-status-interval", str(self.bulk_status_interval_s),
         ]
         command += [part for flag, value in limits.items() for part in (flag, _limit_text(value))]
         return command + ([] if self.custom_types else ["--no-custom-types"])

@@ -106,7 +106,7 @@ def test_cli_help_describes_every_option_and_shows_its_default() -> None:
     printed = subprocess.run([*SANDBOX, "--help"], capture_output=True, text=True, check=True, env=wide).stdout
     shown = " ".join(printed.split())
     options = [action for action in argument_parser()._actions if action.dest != "help"]
-    assert len(options) == 21
+    assert len(options) == 24
     for action in options:
         assert action.help, action.option_strings
         described = f"{action.option_strings[0]} {action.metavar or action.dest.upper()} {action.help}"
