@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from marketo_source.sandbox.__main__ import argument_parser, parse_args, read_source_settings
+from marketo_source.sandbox.__main__ import argument_parser, build_sandbox, parse_args, read_source_settings
 
 CREDENTIALS = ("--client-id", "cli-id", "--client-secret", "cli-secret")
 DENSE_TYPES = (1, 2, 3, 6, 7, 10, 11, 12, 13, 22)
@@ -132,3 +132,10 @@ def test_cli_names_port_in_one_line_when_the_port_is_taken() -> None:
     assert finished.returncode != 0 and finished.stdout == ""
     assert finished.stderr.startswith(f"--port: cannot listen on 127.0.0.1:{port} (")
     assert "--port 0 picks a free one" in finished.stderr and len(finished.stderr.splitlines()) == 1
+
+
+def test_bulk_export_options_reach_the_sandbox() -> None:
+    args = parse_args(["--bulk-queue", "1.5", "--bulk-processing", "2.5", "--bulk-status-interval", "3.5",
+                       "--bulk-created-at", "recorded", "--activities", "10", "--leads", "5"])
+    spec = build_sandbox(args).bulk_spec
+    assert (spec.queue_s, spec.processing_s, spec.status_interval_s, spec.created_at) == (1.5, 2.5, 3.5, "recorded")
