@@ -47,6 +47,8 @@ class HistoryReader(Protocol):
     """Reads the history of a stream's filter scope by another road than REST paging."""
 
     name: str
+    idle_s: float
+    """How long a stream with nothing else to read pauses when this reader had nothing ready."""
 
     def claim(self, stream: str, scope: str, start: datetime, latest_until: datetime) -> Optional[datetime]:
         """Where REST paging takes over if this reader reads the scope's history from `start`

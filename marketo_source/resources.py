@@ -262,8 +262,8 @@ class _Stream:
         paged: List[bool] = []
         for item in _alternate([_then_mark(stream_pages, paged), *histories]):
             if item is None:
-                if paged:  # only other readers are left, waiting on Marketo: not a busy loop
-                    time.sleep(_IDLE_S)
+                if paged and self.run.history is not None:  # only the other reader is left: not a busy loop
+                    time.sleep(self.run.history.idle_s)
                 yield None
                 continue
             records_before = report.records
@@ -333,9 +333,6 @@ def _alternate(sources: List[Iterator[Any]]) -> Iterator[Any]:
 
 
 _EXHAUSTED = object()
-_IDLE_S = 0.01
-"""Seconds a stream whose pages are all read pauses between two rounds in which other readers of
-its history had nothing ready."""
 
 
 def _then_mark(source: Iterable[Any], ended: List[bool]) -> Iterator[Any]:

@@ -8,6 +8,7 @@ ground truth is compared without `id` for the activities dated before the hand-o
 """
 
 import json
+import logging
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -287,3 +288,18 @@ def test_a_run_killed_while_jobs_are_in_flight_is_followed_by_an_exact_run(tmp_p
         assert len(per_window) == 7 and set(per_window.values()) == {1}, per_window
         assert bulk_rows(pipeline)[-1]["bulk_jobs_adopted"] == len(in_flight)
         assert [entry["done"] for entry in journal_entries(pipeline)] == [True]
+
+
+def test_activities_that_include_delete_lead_stay_with_rest_paging(
+    bulk_env: Any, make_pipeline: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Marketo cannot export Delete Lead, and a claim hands every cursor of its scope over."""
+    caplog.set_level(logging.INFO, logger="marketo_source")
+    with bulk_sandbox() as sandbox:
+        pipeline = make_pipeline()
+        pipeline.run(source(sandbox, activity_type_ids=[1, 6, 37]))
+        assert "bulk export cannot read types [37]" in caplog.text
+        assert not sandbox.bulk_jobs() and not bulk_rows(pipeline)
+        loaded = {row["marketo_guid"] for row in table_rows(pipeline, "activity_delete_lead")}
+        truth = sandbox.ground_truth()["activities"]
+        assert loaded == {r["marketoGUID"] for r in truth if r["activityTypeId"] == 37}

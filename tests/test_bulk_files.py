@@ -305,3 +305,19 @@ def test_window_of_an_activity_date_column() -> None:
     table = pa.table({"activity_date": dates, "n": [0, 1, 2, 3]})
     kept = in_window(table, START, START + timedelta(hours=1))
     assert kept["n"].to_pylist() == [0, 2]
+
+
+def test_blocks_whose_rows_all_lie_outside_the_window_or_are_set_aside_hold_no_tables(tmp_path: Path) -> None:
+    path = tmp_path / "outside.csv"
+    path.write_bytes(
+        b"marketoGUID,leadId,activityDate,activityTypeId,campaignId,primaryAttributeValueId,primaryAttributeValue,"
+        b"attributes\n"
+        b'g-1,1,2026-10-01T00:00:00Z,1,null,null,null,"{""Webpage ID"":7}"\n'
+        b'g-2,1,2026-10-02T00:00:00Z,1,null,null,null,"[1,2]"\n'
+    )
+    after = datetime(2026, 10, 1, 12, tzinfo=timezone.utc)
+    blocks = list(read_export(path, ActivityTables({}), start=after, until=after + timedelta(days=10)))
+    assert [block.tables for block in blocks] == [{}]
+    assert [row["marketoGUID"] for block in blocks for row, _ in block.rejects] == ["g-2"]
+    later = list(read_export(path, ActivityTables({}), start=after + timedelta(days=5)))
+    assert [block.tables for block in later] == [{}]

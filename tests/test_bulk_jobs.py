@@ -6,6 +6,7 @@ status, fileSize, fileChecksum, numberOfRecords, finishedAt, errorMsg).
 
 import json
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise
 from typing import Any, Dict, List
@@ -96,7 +97,10 @@ def test_unknown_sizes_plan_one_window_with_all_its_types_and_wait_for_its_file(
     assert progress.planned_more(400 * MB, 400 * MB) == progress
     job = progress.job("e1")
     progress = progress.learned(job, {1: 100, 6: 200}).with_job(job.loaded())
-    assert progress.committed == 1 and set(progress.rates) == {1, 6, 7}
+    # Type 7 had no rows: it is estimated as the largest type seen, 6.
+    assert progress.committed == 1 and set(progress.rates) == {1, 6}
+    assert plan.estimate(progress.windows[1], (1, 6, 7), progress.rates) == plan.estimate(
+        progress.windows[1], (1, 6, 6), progress.rates)
     planned = progress.planned_more(400 * MB, 400 * MB)
     assert [(job.window, job.type_ids) for job in planned.jobs] == [(w, (1, 6, 7)) for w in progress.windows[1:]]
 
@@ -146,8 +150,10 @@ def test_rates_are_learned_from_a_files_bytes_shared_by_its_rows() -> None:
     window = Window(START, START + timedelta(days=10))
     job = Job(window, (1, 6, 7), "e1", Stage.LOADED, file_size=10 * MB, records=1_000)
     learned = Progress(rates={12: 5.0}).learned(job, {1: 600, 6: 400})
-    assert learned.rates == {12: 5.0, 1: 600_000.0, 6: 400_000.0, 7: 0.0}
-    assert Progress().learned(Job(window, (1,), "e2", file_size=0, records=0), {}).rates == {1: 0.0}
+    # Type 7 had no rows in this window: it stays unknown (estimated as the largest type seen).
+    assert learned.rates == {12: 5.0, 1: 600_000.0, 6: 400_000.0}
+    assert Progress().learned(Job(window, (1,), "e2", file_size=0, records=0), {}).rates == {}
+    assert learned.learned(job, {1: 300, 6: 700}).rates[1] == 600_000.0  # a rate only grows
 
 
 # -- transitions ----------------------------------------------------------------------------
@@ -337,3 +343,17 @@ def test_a_used_up_quota_stops_the_bulk_side_until_the_reset_with_a_message_nami
     own = quota.limit_reached(400, 401 * MB, NOW)
     assert own.resumes_at == pause.resumes_at
     assert own.message.startswith("bulk_daily_mb_limit (400 MB) reached: export files took 401.0 MB today;")
+
+
+def test_a_1029_that_names_the_quota_or_a_full_queue_leaves_the_job_to_enqueue_later() -> None:
+    job = Job(Window(START, START + timedelta(days=1)), (1,), "e1", Stage.CREATED)
+    for message in ("Export daily quota 500MB exceeded.", "Export daily quota exceeded", "Too many jobs in queue"):
+        assert job.enqueue_answered(NOW, "1029", message) == job
+    assert quota.is_quota_refusal("1029", "Export daily quota 500MB exceeded.")
+    assert not quota.is_quota_refusal("1029", "Too many jobs in queue")
+    assert job.enqueue_answered(NOW, "1029", "Job already queued").stage is Stage.QUEUED
+
+
+def test_a_status_marketo_does_not_document_is_read_again_at_the_next_poll() -> None:
+    job = Job(Window(START, START + timedelta(days=1)), (1,), "e1", Stage.QUEUED)
+    assert job.observed({"status": "Archived"}, NOW) == replace(job, polled_at=NOW)

@@ -32,6 +32,7 @@ class StandInReader:
     like Marketo's bulk export it cannot read Delete Lead, so `deleted_leads` stays with REST."""
 
     name = "stand-in"
+    idle_s = 0.01
 
     def __init__(self, sandbox: MarketoSandbox, batch_size: int = 250, batches_per_run: Optional[int] = None) -> None:
         self.sandbox = sandbox

@@ -201,10 +201,11 @@ def test_saved_token_refused_falls_back_to_the_saved_datetime(make_pipeline: Any
     from marketo_source.sandbox import DataSpec
 
     data = DataSpec(seed=5, leads=40, activities=2000, days=10, start_date="2026-10-01T00:00:00Z")
-    with MarketoSandbox(data=data, paging_token_ttl_s=1.0) as sandbox:
+    # Long enough that a fresh token is used well within it on a loaded machine.
+    with MarketoSandbox(data=data, paging_token_ttl_s=4.0) as sandbox:
         pipeline = make_pipeline()
         pipeline.run(source_for(sandbox))
-        time.sleep(1.2)  # every saved token is now too old for the sandbox
+        time.sleep(4.2)  # every saved token is now too old for the sandbox
         sandbox.add_activities(new=40, late=0)
         pipeline.run(source_for(sandbox))
         assert_everything_matches(pipeline, sandbox)

@@ -173,10 +173,14 @@ class _Block:
         attributes = pc.utf8_ltrim_whitespace(self.fields[ATTRIBUTES_FIELD])
         not_objects = pc.invert(pc.fill_null(pc.starts_with(attributes, "{"), pa.scalar(True)))
         block.rejects += self._set_aside(not_objects, NOT_AN_OBJECT)
+        if self.rows == 0:  # every row lay outside the window or was set aside
+            return block
         try:
             names = self._attribute_names()
         except duckdb.Error:  # a row's attributes begin as a JSON object but are not one
             block.rejects += self._set_aside(self._not_objects(), NOT_AN_OBJECT)
+            if self.rows == 0:
+                return block
             names = self._attribute_names()
         # The rows of a type side by side (a stable sort keeps the file's order), so that each table
         # takes a slice of the block's columns and of the attribute values DuckDB extracts.

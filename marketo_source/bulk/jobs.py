@@ -25,11 +25,10 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from marketo_source import settings
 from marketo_source.bulk import plan
 from marketo_source.bulk.plan import TypeIds, Window
-from marketo_source.bulk.quota import ExportPause, is_quota_refusal
+from marketo_source.bulk.quota import ExportPause
 from marketo_source.errors import MarketoRequestError
 from marketo_source.schema import parse_timestamp
 
-QUEUE_FULL = "Too many jobs in queue"
 ALREADY_QUEUED = "Job already queued"
 """Messages of Marketo's 1029 on enqueue (the third, the export quota, is in `quota`)."""
 
@@ -105,7 +104,7 @@ class Job:
         """
         if code is None or (code == "1029" and ALREADY_QUEUED.lower() in message.lower()):
             return replace(self, stage=Stage.QUEUED, polled_at=now)
-        if code == "1029" and (QUEUE_FULL.lower() in message.lower() or is_quota_refusal(code, message)):
+        if code == "1029":  # a full queue or the quota, whatever the wording: the job waits to be enqueued
             return self
         raise MarketoRequestError(f"Marketo refused to enqueue export {self.export_id} ({code} {message})", code)
 
@@ -117,8 +116,8 @@ class Job:
         if self.stage not in AT_MARKETO:
             return self
         stage = _STATUS.get(str(status.get("status")))
-        if stage is None:
-            raise MarketoRequestError(f"export {self.export_id} has an unknown status {status.get('status')!r}")
+        if stage is None:  # a status Marketo does not document: read again at the next poll
+            return replace(self, polled_at=now)
         observed = replace(self, stage=stage, polled_at=now)
         if stage is Stage.COMPLETED:
             return replace(observed, file_size=_count(status.get("fileSize")),
@@ -234,9 +233,14 @@ class Progress:
         return replace(self, jobs=(*self.jobs, *(Job(window, type_ids) for window, type_ids in new)))
 
     def learned(self, job: Job, rows_by_type: Mapping[int, int]) -> "Progress":
-        """What a day of each of the job's types takes, from its file: its bytes shared by rows."""
+        """What a day of each of the job's types takes, from its file: its bytes shared by rows.
+
+        A type without rows in the file stays unknown rather than free: the window may lie before
+        Marketo's retention of that type, and later windows may hold many. A rate only grows.
+        """
         per_row = job.file_size / job.records if job.file_size and job.records else 0.0
-        learned = {t: rows_by_type.get(t, 0) * per_row / job.window.days for t in job.type_ids}
+        learned = {t: max(self.rates.get(t, 0.0), rows * per_row / job.window.days)
+                   for t in job.type_ids if (rows := rows_by_type.get(t, 0))}
         return replace(self, rates={**self.rates, **learned})
 
     # -- transitions ------------------------------------------------------------------------

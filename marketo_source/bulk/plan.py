@@ -76,10 +76,15 @@ def bulk_type_ids(type_ids: Iterable[int]) -> TypeIds:
 
 
 def estimate(window: Window, type_ids: Sequence[int], rates: Rates) -> Optional[int]:
-    """The bytes a job's file may take, or None while a type's size is not known."""
-    if any(type_id not in rates for type_id in type_ids):
+    """The bytes a job's file may take, or None while no type's size is known.
+
+    A type not seen yet is taken to be as large as the largest type seen, so that the estimate
+    errs towards fewer jobs at once rather than an overdrawn budget.
+    """
+    largest = max(rates.values(), default=0.0)
+    if not largest and any(type_id not in rates for type_id in type_ids):
         return None
-    return round(sum(rates[type_id] for type_id in type_ids) * window.days)
+    return round(sum(rates.get(type_id, largest) for type_id in type_ids) * window.days)
 
 
 def next_jobs(

@@ -38,9 +38,11 @@ from marketo_source.bulk.csv_file import read_export
 from marketo_source.bulk.download import ExportFile, download_export
 from marketo_source.bulk.jobs import AT_MARKETO, PLANNED_AGAIN, WAITING, Job, Progress, Stage, enqueue_slots
 from marketo_source.bulk.journal import ClaimKey, Journal, merged
+from marketo_source.bulk.plan import Window
 from marketo_source.catalog import Catalog
 from marketo_source.client import MarketoClient
 from marketo_source.errors import (
+    MarketoAuthError,
     MarketoBulkFileError,
     MarketoBulkFileGone,
     MarketoConfigurationError,
@@ -68,10 +70,10 @@ than a job's calls and waits."""
 REFUSED_CODES = frozenset({"603", "1035"})
 """Marketo's refusals of Bulk Extract itself: access denied (the API user's role lacks "Read-Only
 Activity") and unsupported filter type."""
-UNKNOWN_JOB = "1003"
-"""Marketo's answer to the status of an export it does not hold (its status is kept 30 days)."""
 MAX_FILE_ATTEMPTS = 3
 """Downloads of one file that did not match its job before the job is created again."""
+MAX_EXPORTS_PER_WINDOW = 3
+"""Exports of one window that may fail in a run before the bulk side stops for the run."""
 _LIST_BATCH = 300
 _LASTING = (MarketoQuotaExceeded, MarketoDailyLimitReached, MarketoTransientError)
 """Failures that end the bulk side for the run, as they end a stream's paging."""
@@ -150,6 +152,8 @@ class BulkHistoryReader:
         self.options = options
         self.mode = mode
         self.interval = timedelta(seconds=poll_interval_s)
+        # Between polls there is nothing to do once REST paging has ended: wake a few times per interval.
+        self.idle_s = min(poll_interval_s / 4, 1.0)
         self.daily_mb_limit = daily_mb_limit
         self.budget = budget
         self.reports = reports
@@ -157,6 +161,8 @@ class BulkHistoryReader:
         """The claims of this run, with the jobs created as they were claimed."""
         self._listed: List[Dict[str, Any]] = []
         self._listed_at: Optional[datetime] = None
+        self._failures: Dict[Window, int] = {}
+        """Exports per window that could not deliver, this run."""
         self._bad_files: Dict[str, int] = {}
         """Downloads per export that did not match its job."""
         self._last_saved: Optional[Dict[str, Any]] = None
@@ -179,6 +185,11 @@ class BulkHistoryReader:
             return None  # deleted leads: Marketo cannot export Delete Lead; lead changes: REST paging
         if self.options.list_id is not None or self.options.lead_ids:
             logger.info("backfill: bulk export takes no lead or list filter; REST paging reads %s", scope)
+            return None
+        unexported = set(self._type_ids()) & settings.BULK_UNSUPPORTED_TYPE_IDS
+        if unexported:
+            # Every cursor of the scope is handed over, and Marketo cannot export these types.
+            logger.info("backfill: bulk export cannot read types %s; REST paging reads %s", sorted(unexported), scope)
             return None
         key = self._key(stream, scope, start)
         entry = self.journal.find(key)
@@ -255,8 +266,10 @@ class BulkHistoryReader:
 
     def _begin(self, start: datetime, hand_over: datetime) -> Progress:
         """The progress of a claim not read yet: its windows and the stream's types."""
-        type_ids = self.catalog.activity_type_ids_to_read(self.options.activity_type_ids)
-        return Progress.begin(start, hand_over, self.options.late_commit_window, type_ids)
+        return Progress.begin(start, hand_over, self.options.late_commit_window, self._type_ids())
+
+    def _type_ids(self) -> List[int]:
+        return list(self.catalog.activity_type_ids_to_read(self.options.activity_type_ids))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -305,8 +318,7 @@ class BulkHistoryReader:
             try:
                 status = self._call("GET", JOB_PATH.format(export_id=export_id, action="status"))
             except MarketoError as error:
-                if error.code != UNKNOWN_JOB:
-                    raise
+                _raise_unless_lost(error)
                 progress = self._recreated(progress, progress.job(export_id).lost(), export_id)
                 continue
             progress = progress.with_job(progress.job(export_id).observed(status, now))
@@ -373,8 +385,7 @@ class BulkHistoryReader:
         try:
             status = self._call("GET", JOB_PATH.format(export_id=job.export_id, action="status"))
         except MarketoError as error:
-            if error.code != UNKNOWN_JOB:
-                raise
+            _raise_unless_lost(error)
             return self._recreated(progress, job.lost(), job.export_id)
         observed = job.observed(status, now)
         if observed.stage in PLANNED_AGAIN:
@@ -382,7 +393,14 @@ class BulkHistoryReader:
         return progress.with_job(observed)
 
     def _recreated(self, progress: Progress, ended: Job, export_id: str) -> Progress:
-        """The progress with an export that cannot deliver planned again (counted when created)."""
+        """The progress with an export that cannot deliver planned again (counted when created).
+
+        A window whose exports keep failing ends the bulk side for the run, so that a run does not
+        spend the export quota over and over; the next run tries again."""
+        failures = self._failures[ended.window] = self._failures.get(ended.window, 0) + 1
+        if failures > MAX_EXPORTS_PER_WINDOW:
+            raise _Stop(StopReason("error", f"the exports of {ended.window.to_json()} failed {failures} times this "
+                                            f"run, the last: {ended.error}; the next run tries again"))
         logger.warning("%s: export %s of %s is created again: %s", REPORT_STREAM, export_id,
                        ended.window.to_json(), ended.error)
         return progress.with_job(ended)
@@ -410,7 +428,7 @@ class BulkHistoryReader:
             return self._recreated(progress, job.lost(), job.export_id)
         report.bytes += export.size
         by_type: Dict[int, int] = {}
-        for block in read_export(path, tables, start=claim.start, until=claim.until):
+        for block in _blocks_or_stop(path, tables, claim):
             for table in block.tables.values():
                 counts: Any = pc.value_counts(table["activity_type_id"].combine_chunks())
                 for type_id, count in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(),
@@ -433,9 +451,11 @@ class BulkHistoryReader:
             token: Optional[str] = None
             while True:
                 answer = self._call("GET", JOBS_PATH, {"batchSize": _LIST_BATCH, "nextPageToken": token})
-                listed += answer.get("result") or []
-                token = answer.get("nextPageToken")
-                if not token:
+                page = answer.get("result") or []
+                listed += page
+                # Marketo documents no moreResult here: a short page or a token seen before ends the list too.
+                token, seen = answer.get("nextPageToken"), token
+                if not token or token == seen or len(page) < _LIST_BATCH:
                     break
             self._listed, self._listed_at = listed, now
         return self._listed
@@ -459,6 +479,22 @@ class BulkHistoryReader:
 
     def _bulk_calls(self) -> int:
         return sum(count for path, count in self.client.calls.items() if path.startswith(settings.BULK_PREFIX))
+
+
+def _blocks_or_stop(path: Path, tables: ActivityTables, claim: HistoryClaim) -> Iterator[Any]:
+    """The file's blocks; a file that matched its job but cannot be read ends the bulk side for the run."""
+    try:
+        yield from read_export(path, tables, start=claim.start, until=claim.until)
+    except MarketoBulkFileError as error:
+        raise _Stop(StopReason("error", f"{error}; the next run reads the file again")) from None
+
+
+def _raise_unless_lost(error: MarketoError) -> None:
+    """Raises what a refused status read of a saved export means for every call; any other refusal
+    (Marketo keeps a job's status 30 days and documents no code for one it no longer holds) means
+    the export cannot deliver, and its window is exported again."""
+    if isinstance(error, (MarketoAuthError, MarketoConfigurationError)):
+        raise error
 
 
 @dataclass(frozen=True)
