@@ -575,7 +575,7 @@ class MarketoClient:
         except _TRANSIENT_NETWORK_ERRORS as error:
             raise _Retry(type(error).__name__) from None
         self._time_answer(response.elapsed.total_seconds())
-        if response.status_code == 200 and response.headers.get("Content-Type", "").startswith(_JSON):
+        if response.status_code == 200 and _is_json_answer(response):
             # Marketo reports errors (an expired token among them) in a JSON answer, not in a file.
             with response:
                 self._read_answer(response, path)
@@ -588,6 +588,19 @@ class MarketoClient:
 
 _FORM = "application/x-www-form-urlencoded"
 _JSON = "application/json"
+
+
+def _is_json_answer(response: requests.Response) -> bool:
+    """Whether a file's answer is Marketo's JSON envelope rather than the file. Marketo's OpenAPI
+    declares its files application/json too, so an answer of that type is told by its first byte,
+    read ahead without taking it from the body: a JSON object begins with "{", a CSV file with
+    its header row."""
+    if not response.headers.get("Content-Type", "").startswith(_JSON):
+        return False
+    peek = getattr(getattr(response.raw, "_fp", None), "peek", None)  # http.client's response reads ahead
+    if peek is None:
+        return True
+    return bytes(peek(1)[:1]).lstrip() in (b"{", b"")
 
 
 def _raise_for_errors(errors: Any, path: str) -> None:

@@ -6,7 +6,11 @@ from the records the sandbox's endpoints render (`ground_truth()`); the file's t
 them in table names, columns, Arrow types and values, `id` aside (export files carry none).
 """
 
+import csv
+import io
+import json
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
@@ -321,3 +325,43 @@ def test_blocks_whose_rows_all_lie_outside_the_window_or_are_set_aside_hold_no_t
     assert [row["marketoGUID"] for block in blocks for row, _ in block.rejects] == ["g-2"]
     later = list(read_export(path, ActivityTables({}), start=after + timedelta(days=5)))
     assert [block.tables for block in later] == [{}]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json;charset=UTF-8"])
+def test_a_file_served_as_json_is_still_read_as_the_file(
+    bulk_sandbox: MarketoSandbox, exported: Tuple[Dict[str, Any], bytes], tmp_path: Path, content_type: str
+) -> None:
+    """Marketo's OpenAPI declares the file's answer application/json: it is told from an error by its content."""
+    status, file = exported
+    spec = bulk_sandbox.bulk_spec
+    bulk_sandbox.bulk_spec = replace(spec, file_content_type=content_type)
+    bulk_sandbox.set_faults([Fault("cut", probability=1.0, endpoint="bulk_file", times=1, cut_bytes=len(file) // 3)])
+    try:
+        path = download_export(_client(bulk_sandbox), ExportFile.of_status(status), tmp_path / "export.csv")
+    finally:
+        bulk_sandbox.bulk_spec = spec
+        bulk_sandbox.set_faults([])
+    assert path.read_bytes() == file
+
+
+def test_attributes_given_as_name_value_pairs_load_as_an_objects_do(
+    bulk_sandbox: MarketoSandbox, exported: Tuple[Dict[str, Any], bytes], tmp_path: Path
+) -> None:
+    """Marketo's OpenAPI shows a file's attributes as a list of {"name", "value"} pairs; its
+    documentation as one object. Both give the same tables."""
+    _, file = exported
+    rows = list(csv.reader(io.StringIO(file.decode("utf-8"), newline="")))
+    column = rows[0].index("attributes")
+    for row in rows[1:]:
+        if row[column] != "null":
+            row[column] = json.dumps([{"name": k, "value": v} for k, v in json.loads(row[column]).items()])
+    listed = io.StringIO(newline="")
+    csv.writer(listed, lineterminator="\n").writerows(rows)
+    (tmp_path / "objects.csv").write_bytes(file)
+    (tmp_path / "pairs.csv").write_text(listed.getvalue(), encoding="utf-8", newline="")
+    known = _known_types(bulk_sandbox.ground_truth())
+    objects, object_blocks = file_tables(tmp_path / "objects.csv", known)
+    pairs, pair_blocks = file_tables(tmp_path / "pairs.csv", known)
+    assert [reason for block in pair_blocks for _, reason in block.rejects] == [
+        reason for block in object_blocks for _, reason in block.rejects]  # the rows without a marketoGUID
+    assert_same_tables(objects, pairs)

@@ -16,7 +16,7 @@ from __future__ import annotations  # pa.Array[...] is a type for mypy only
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Sequence
+from typing import Any, Dict, FrozenSet, Iterator, List, Optional, Sequence, cast
 
 import duckdb
 import orjson
@@ -169,6 +169,11 @@ class _Block:
         guid = self.fields[EXPORT_FIELDS[0]]
         unkeyed = pc.fill_null(pc.equal(pc.utf8_length(guid), pa.scalar(0, pa.int32())), pa.scalar(True))
         block.rejects += self._set_aside(unkeyed, UNKEYED_REASON)
+        # Marketo's documentation shows attributes as an object; its OpenAPI's example, as a list of
+        # {"name", "value"} pairs, as Get Lead Activities gives them: such lists are made objects.
+        listed = pc.fill_null(pc.starts_with(pc.utf8_ltrim_whitespace(self.fields[ATTRIBUTES_FIELD]), "["), False)
+        if pc.any(listed).as_py():
+            self._objects_from_lists(listed)
         # Cheap to tell without parsing: attributes that do not even begin as an object.
         attributes = pc.utf8_ltrim_whitespace(self.fields[ATTRIBUTES_FIELD])
         not_objects = pc.invert(pc.fill_null(pc.starts_with(attributes, "{"), pa.scalar(True)))
@@ -226,6 +231,25 @@ class _Block:
         """Rows whose attributes are neither empty nor a JSON object."""
         query = f"SELECT coalesce(json_type(try_cast(a AS JSON)) <> 'OBJECT', a IS NOT NULL) AS bad FROM {_ROWS}"
         return self._query(query)["bad"].combine_chunks()
+
+    def _objects_from_lists(self, listed: Any) -> None:
+        """Attributes given as a list of name/value pairs, as the object of those names and values;
+        other lists are left to be set aside."""
+        try:
+            found = self._query(
+                "SELECT i, json_group_object(e->>'$.name', e->'$.value') AS o FROM (SELECT i, "
+                f"unnest(from_json(a, '[\"json\"]')) AS e FROM {_ROWS} WHERE starts_with(ltrim(a), '[')) "
+                "GROUP BY i HAVING bool_and(json_type(e) = 'OBJECT' AND e->>'$.name' IS NOT NULL)"
+            )
+        except duckdb.Error:  # not JSON lists: set aside as not objects, below
+            return
+        texts: List[Optional[str]] = self.fields[ATTRIBUTES_FIELD].to_pylist()
+        for row, is_list in enumerate(listed.to_pylist()):
+            if is_list and (texts[row] or "").strip() == "[]":
+                texts[row] = "{}"
+        for index, pairs in zip(cast(List[int], found["i"].to_pylist()), found["o"].to_pylist(), strict=True):
+            texts[index] = pairs
+        self.fields[ATTRIBUTES_FIELD] = pa.array(texts, pa.string())
 
     def _attribute_names(self) -> Dict[Any, List[str]]:
         """Per activity type id, the attribute names its rows carry, in the order met."""

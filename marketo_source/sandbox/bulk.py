@@ -63,6 +63,8 @@ class BulkSpec:
             is kept (Marketo: 30).
         list_days: The job list shows jobs created this many days back (Marketo: 7).
         fail_jobs: Numbers of the jobs (1-based, in creation order) that end Failed instead of Completed.
+        file_content_type: The Content-Type of a file's answer, which Marketo does not document (its
+            OpenAPI declares every bulk answer application/json).
     """
 
     queue_s: float = 0.5
@@ -76,6 +78,7 @@ class BulkSpec:
     status_retention_days: int = 30
     list_days: int = 7
     fail_jobs: tuple[int, ...] = ()
+    file_content_type: str = "text/csv;charset=UTF-8"
 
     def __post_init__(self) -> None:
         if self.created_at not in CREATED_AT_READINGS:

@@ -116,24 +116,24 @@ def file(context: Context, request: Request) -> FileAnswer:
     content = context.bulk.file(request.path_args[0])
     if content is None:
         return FileAnswer(404, b"Export file not available", NOT_AVAILABLE)
-    return ranged(content, request.headers.get("range", ""))
+    return ranged(content, request.headers.get("range", ""), context.bulk.spec.file_content_type)
 
 
-def ranged(content: bytes, range_header: str) -> FileAnswer:
+def ranged(content: bytes, range_header: str, file_type: str = FILE_TYPE) -> FileAnswer:
     """The answer to a GET with this Range header: 200 for no (or an unreadable) range, 206 for one
     satisfiable byte range (`bytes=a-b`, `bytes=a-`, `bytes=-n`), 416 for an unsatisfiable one."""
     size = len(content)
     match = _RANGE.fullmatch(range_header.strip())
     if match is None or match.group(1) == match.group(2) == "":
-        return FileAnswer(200, content, FILE_TYPE)
+        return FileAnswer(200, content, file_type)
     first_text, last_text = match.groups()
     if first_text:
         first, last = int(first_text), min(int(last_text) if last_text else size - 1, size - 1)
     else:
         first, last = max(0, size - int(last_text)), size - 1
     if first >= size or first > last:
-        return FileAnswer(416, b"", FILE_TYPE, {"Content-Range": f"bytes */{size}"})
-    return FileAnswer(206, content[first:last + 1], FILE_TYPE, {"Content-Range": f"bytes {first}-{last}/{size}"})
+        return FileAnswer(416, b"", file_type, {"Content-Range": f"bytes */{size}"})
+    return FileAnswer(206, content[first:last + 1], file_type, {"Content-Range": f"bytes {first}-{last}/{size}"})
 
 
 def jobs(context: Context, request: Request) -> Answer:
