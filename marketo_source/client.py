@@ -9,6 +9,7 @@ send-level retry (it resends the same prepared request, old token included) cann
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -482,7 +483,7 @@ class MarketoClient:
     ) -> Dict[str, Any]:
         if self._gate is not None:
             self._gate.admit(path)
-        self._count(self.calls, path)
+        self._count(self.calls, _endpoint_of(path))
         try:
             with self.limiter.slot(urgent):
                 response = self._session().request(
@@ -565,7 +566,7 @@ class MarketoClient:
     ) -> requests.Response:
         if self._gate is not None:
             self._gate.admit(path)
-        self._count(self.calls, path)
+        self._count(self.calls, _endpoint_of(path))
         try:
             with self.limiter.slot():
                 response = self._session().get(
@@ -584,6 +585,14 @@ class MarketoClient:
             response.close()
             raise _Retry(f"HTTP {response.status_code}", str(response.status_code))
         return response
+
+
+_EXPORT_ID = re.compile(r"(?<=/export/)[^/]+(?=/\w+\.json$)")
+
+
+def _endpoint_of(path: str) -> str:
+    """The endpoint a call's path names: one per bulk action, whichever export it acts on."""
+    return _EXPORT_ID.sub("{exportId}", path)
 
 
 _FORM = "application/x-www-form-urlencoded"

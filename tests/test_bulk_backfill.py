@@ -148,6 +148,11 @@ def test_seven_months_read_through_bulk_export_then_rest_paging_goes_on(
         activities_row = next(r for r in table_rows(pipeline, RUN_REPORTS_TABLE) if r["stream"] == "activities")
         assert activities_row["records"] == before + after
         assert bulk["bulk_bytes"] == sum(job["fileSize"] for job in sandbox.bulk_jobs())
+        # Calls are counted per endpoint, not per export.
+        calls = pipeline.state["sources"]["marketo"]["last_run_calls"]
+        bulk_paths = {path for path in calls if path.startswith("/bulk/")}
+        assert calls["/bulk/v1/activities/export/{exportId}/file.json"] == len(sandbox.bulk_jobs())
+        assert all("{exportId}" in path or path.endswith(("/create.json", "/export.json")) for path in bulk_paths)
 
         sandbox.add_activities(new=40, late=40)
         jobs_before = len(sandbox.bulk_jobs())
