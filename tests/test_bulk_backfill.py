@@ -252,6 +252,21 @@ def test_cut_downloads_failed_jobs_and_expired_files_are_survived(bulk_env: Any,
         assert bulk_rows(pipeline)[-1]["bulk_jobs_recreated"] >= 2
 
 
+@pytest.mark.parametrize("code", ["606", "615"])
+def test_bulk_calls_refused_for_the_rate_or_concurrency_limit_are_retried(
+    code: str, bulk_env: Any, make_pipeline: Any
+) -> None:
+    faults = [Fault(code, probability=1.0, endpoint=endpoint, times=2)
+              for endpoint in ("bulk_jobs", "bulk_create", "bulk_enqueue", "bulk_status", "bulk_file")]
+    with bulk_sandbox() as sandbox:
+        sandbox.set_faults(faults)
+        pipeline = make_pipeline()
+        pipeline.run(source(sandbox, backoff_base_s=0.01, backoff_max_s=0.02))
+        assert sandbox.stats()["errors"][code] == 2 * len(faults)
+        assert claim_of(pipeline).done
+        assert_exact(pipeline, sandbox)
+
+
 def test_auto_falls_back_to_rest_paging_when_marketo_refuses_bulk_export(
     bulk_env: Any, make_pipeline: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
