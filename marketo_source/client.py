@@ -481,18 +481,20 @@ class MarketoClient:
     def _attempt(
         self, method: str, path: str, headers: Dict[str, str], request: Dict[str, Any], urgent: bool
     ) -> Dict[str, Any]:
+        return self._read_answer(self._send(method, path, urgent, headers=headers, **request), path)
+
+    def _send(self, method: str, path: str, urgent: bool = False, **request: Any) -> requests.Response:
+        """One attempt of a call: admitted by the gate, counted, within the rate limit, timed."""
         if self._gate is not None:
             self._gate.admit(path)
         self._count(self.calls, _endpoint_of(path))
         try:
             with self.limiter.slot(urgent):
-                response = self._session().request(
-                    method, self.url_of(path), headers=headers, **request
-                )
+                response = self._session().request(method, self.url_of(path), **request)
         except _TRANSIENT_NETWORK_ERRORS as error:
             raise _Retry(type(error).__name__) from None
         self._time_answer(response.elapsed.total_seconds())
-        return self._read_answer(response, path)
+        return response
 
     def _time_answer(self, seconds: float) -> None:
         with self._counts_lock:
@@ -564,18 +566,8 @@ class MarketoClient:
     def _file_attempt(
         self, path: str, headers: Mapping[str, str], token: str, timeout: Optional[float]
     ) -> requests.Response:
-        if self._gate is not None:
-            self._gate.admit(path)
-        self._count(self.calls, _endpoint_of(path))
-        try:
-            with self.limiter.slot():
-                response = self._session().get(
-                    f"{self.base_url}{path}", headers=dict(headers), auth=_BearerToken(token),
-                    timeout=timeout or self.read_timeout_s, stream=True,
-                )
-        except _TRANSIENT_NETWORK_ERRORS as error:
-            raise _Retry(type(error).__name__) from None
-        self._time_answer(response.elapsed.total_seconds())
+        response = self._send("GET", path, headers=dict(headers), auth=_BearerToken(token),
+                              timeout=timeout or self.read_timeout_s, stream=True)
         if response.status_code == 200 and _is_json_answer(response):
             # Marketo reports errors (an expired token among them) in a JSON answer, not in a file.
             with response:

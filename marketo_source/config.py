@@ -66,7 +66,7 @@ class MarketoConnection(BaseConfiguration):
 
     def checked(self) -> "MarketoConnection":
         """This configuration, once every value is known to be usable; else a `MarketoConfigurationError`."""
-        missing = [name for name in _IDENTITY if not getattr(self, name) or not isinstance(getattr(self, name), str)]
+        missing = [name for name in _IDENTITY if not (isinstance(value := getattr(self, name), str) and value)]
         if missing:
             variables = " and ".join(f"{self.SECTION.upper().replace('.', '__')}__{name.upper()}" for name in missing)
             files = ".dlt/config.toml" if missing == ["base_url"] else ".dlt/secrets.toml"
@@ -188,6 +188,7 @@ class MarketoDestinationConfiguration(CustomDestinationClientConfiguration, Mark
 
 
 _MARKETO_CALLS, _MARKETO_WINDOW_S = 100, 20.0
+"""Marketo's rate limit for a whole instance."""
 
 
 def warn_of_a_rate_above_marketos(calls: int, period_s: float) -> None:
@@ -197,7 +198,8 @@ def warn_of_a_rate_above_marketos(calls: int, period_s: float) -> None:
             "rate_limit_calls: %d per %g s is more than Marketo allows the whole instance (100 per 20 s); "
             "expect 606 answers and retries, and set it to 50 per 20 s or less", calls, period_s,
         )
-"""Marketo's rate limit for a whole instance."""
+
+
 _IDENTITY = ("base_url", "client_id", "client_secret")
 """The instance and its credentials: required, and not among a client's options."""
 _Function = TypeVar("_Function", bound=Callable[..., Any])

@@ -281,7 +281,8 @@ def typed_text_column(text: pa.Array[Any], data_type: str) -> TypedColumn:
     if data_type == "text":
         return text, None
     typed = cast_text(text, data_type)
-    return (typed, None) if typed is not None else typed_column(text.to_pylist(), data_type)
+    # Where the whole-column cast failed, typed_column's own two whole-column steps would fail too.
+    return (typed, None) if typed is not None else _typed_column_by_value(text.to_pylist(), data_type)
 
 
 def _as_text_array(cells: List[Any]) -> pa.Array[Any]:

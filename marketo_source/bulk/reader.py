@@ -46,10 +46,7 @@ from marketo_source.errors import (
     MarketoBulkFileError,
     MarketoBulkFileGone,
     MarketoConfigurationError,
-    MarketoDailyLimitReached,
     MarketoError,
-    MarketoQuotaExceeded,
-    MarketoTransientError,
 )
 from marketo_source.history import HistoryBatch
 from marketo_source.options import ReadOptions
@@ -75,8 +72,6 @@ MAX_FILE_ATTEMPTS = 3
 MAX_EXPORTS_PER_WINDOW = 3
 """Exports of one window that may fail in a run before the bulk side stops for the run."""
 _LIST_BATCH = 300
-_LASTING = (MarketoQuotaExceeded, MarketoDailyLimitReached, MarketoTransientError)
-"""Failures that end the bulk side for the run, as they end a stream's paging."""
 _DELIVERING = WAITING | {Stage.COMPLETED}
 """Stages of a job that delivers a file without another export call."""
 
@@ -120,10 +115,12 @@ class _Stop(Exception):
         self.reason = reason
 
     @classmethod
-    def of(cls, error: MarketoError) -> "_Stop":
-        """The stop a lasting failure or the daily call quota calls for (see `budget.stop_reason_for`)."""
+    def or_raise(cls, error: MarketoError) -> "_Stop":
+        """The stop a lasting failure or the daily call quota calls for (see `budget.stop_reason_for`);
+        any other error is raised again, for the run to fail."""
         reason = stop_reason_for(error)
-        assert reason is not None
+        if reason is None:
+            raise error
         return cls(reason)
 
 
@@ -416,8 +413,6 @@ class BulkHistoryReader:
         self._check_budget()
         try:
             path = download_export(self.client, export, work_dir / f"{job.export_id}.csv")
-        except _LASTING as error:
-            raise _Stop.of(error) from None
         except MarketoBulkFileGone:
             return self._recreated(progress, job.lost(), job.export_id)
         except MarketoBulkFileError as error:
@@ -426,6 +421,8 @@ class BulkHistoryReader:
             if tries < MAX_FILE_ATTEMPTS:
                 return progress
             return self._recreated(progress, job.lost(), job.export_id)
+        except MarketoError as error:
+            raise _Stop.or_raise(error) from None
         report.bytes += export.size
         by_type: Dict[int, int] = {}
         for block in _blocks_or_stop(path, tables, claim):
@@ -465,8 +462,8 @@ class BulkHistoryReader:
         self._check_budget()
         try:
             answer = self.client.get(path, body) if method == "GET" else self.client.post(path, body or {})
-        except _LASTING as error:
-            raise _Stop.of(error) from None
+        except MarketoError as error:
+            raise _Stop.or_raise(error) from None
         if path == JOBS_PATH:
             return answer
         result: Dict[str, Any] = (answer.get("result") or [{}])[0]
